@@ -1,0 +1,52 @@
+"""The one table of user-facing settings.
+
+Every knob a user can turn (CLI flag, environment variable, config-file key) is declared here
+once, with its default and help text. The CLI, the web app and README are all checked against
+this table by ``tests/test_docs.py`` so that a setting cannot exist without being documented.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # config-file key, e.g. "home"
+    env: str | None  # environment variable, e.g. "VTR_HOME"
+    default: Any  # value when neither flag, env nor config sets it
+    help: str  # one line for README and --help
+    cast: Callable[[str], Any] = str  # parser for values coming from the environment
+    flag: str | None = None  # CLI flag, e.g. "--home"
+
+
+def _default_home() -> str:
+    return str(Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "vtr")
+
+
+SETTINGS: list[Setting] = [
+    Setting("home", "VTR_HOME", _default_home(), "Data home: catalog database, FAISS indexes, token store, thumbnails.", flag="--home"),
+    Setting("db", "VTR_DB", None, "SQLAlchemy URL of the catalog; default sqlite:///<home>/catalog.db (postgresql+psycopg://… for multi-process).", flag="--db"),
+    Setting("model", "VTR_MODEL", "viclip-tiny-synth", "Model name (see `vtr models`) used for indexing and search.", flag="--model"),
+    Setting("checkpoint", "VTR_CHECKPOINT", None, "Weights file: project .safetensors, InternVideo ViCLIP .pth, or open_clip checkpoint.", flag="--checkpoint"),
+]
+
+
+def get_setting(name: str) -> Setting:
+    for s in SETTINGS:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+def resolve(name: str, value: Any = None) -> Any:
+    """Explicit value beats environment variable beats default."""
+    s = get_setting(name)
+    if value is not None:
+        return value
+    if s.env and os.environ.get(s.env) not in (None, ""):
+        return s.cast(os.environ[s.env])
+    return s.default
