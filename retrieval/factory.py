@@ -1,0 +1,126 @@
+"""Resolve a model name, build it, load its weights, hand out its matching transforms.
+
+Handing out the preprocessing and tokenizer together with the model keeps the indexer and the
+web app from drifting apart (open_clip's ``create_model_and_transforms`` habit).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from retrieval.config import ModelCfg
+from retrieval.errors import CheckpointError, ConfigError
+from retrieval.frames import VideoTransform
+from retrieval.model import VideoTextModel
+from retrieval.tokenizer import Tokenizer
+
+CONFIG_DIR = Path(__file__).with_name("model_configs")
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+RANDOM_INIT = "random"  # pretrained="random" forces random init even when the config ships weights
+
+
+def _config_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("VTR_MODEL_CONFIGS", "").split(os.pathsep) if p]
+    return [CONFIG_DIR, *extra]
+
+
+def _config_paths() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in _config_dirs():
+        for p in sorted(d.glob("*.json")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def list_models() -> list[str]:
+    return sorted(_config_paths())
+
+
+def get_model_config(name: str) -> ModelCfg:
+    path = _config_paths().get(name)
+    if path is None:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return ModelCfg.from_json(path)
+
+
+def create_model(
+    name: str | None = None,
+    pretrained: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    num_frames: int | None = None,
+) -> VideoTextModel:
+    """Build ``name`` and load ``pretrained`` (file path, open_clip tag, "random", or the shipped default)."""
+    project = _project_checkpoint(pretrained)
+    if project is not None:
+        cfg_dict, tensors, meta = project
+        cfg = ModelCfg.from_dict(cfg_dict)
+        if name is not None and name != cfg.name:
+            raise CheckpointError(f"{pretrained} holds model {cfg.name!r}, not {name!r}")
+    elif name is None:
+        raise ConfigError("a model name is needed unless pretrained is a project .safetensors checkpoint")
+    else:
+        cfg = get_model_config(name)
+        if pretrained is None and cfg.default_pretrained:
+            return create_model(name, WEIGHTS_DIR / cfg.default_pretrained, device, num_frames)
+    if num_frames is not None:
+        if num_frames < 1:
+            raise ConfigError("num_frames must be >= 1")
+        cfg.vision.num_frames = num_frames
+    model = VideoTextModel(cfg)
+    if project is not None:
+        _load_project(model, tensors, meta, str(pretrained))
+    elif pretrained not in (None, RANDOM_INIT):
+        _load_other(model, pretrained)
+    return model.to(device).eval()
+
+
+def create_model_and_transforms(
+    name: str | None = None,
+    pretrained: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    num_frames: int | None = None,
+) -> tuple[VideoTextModel, VideoTransform, Tokenizer]:
+    model = create_model(name, pretrained, device, num_frames)
+    cfg = model.config
+    return model, VideoTransform(cfg.vision.image_size, cfg.preprocess), Tokenizer(cfg.text.context_length)
+
+
+def _project_checkpoint(pretrained):
+    if pretrained is None or str(pretrained) == RANDOM_INIT:
+        return None
+    path = Path(pretrained)
+    if path.suffix != ".safetensors":
+        return None
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    from retrieval.checkpoints import read_project_checkpoint
+
+    return read_project_checkpoint(path)
+
+
+def _load_project(model: VideoTextModel, tensors, meta, source: str) -> None:
+    from retrieval.checkpoints import adapt_to_model, load_strict
+
+    trained = meta.get("match_head_trained", "false") == "true"
+    load_strict(model, adapt_to_model(dict(tensors), model), source=source)
+    model.match_head_trained = trained
+
+
+def _load_other(model: VideoTextModel, pretrained) -> None:
+    from retrieval.checkpoints import load_foreign_weights, load_open_clip_pretrained, read_torch_file
+
+    path = Path(pretrained)
+    if path.is_file():
+        try:
+            sd = read_torch_file(path)
+        except CheckpointError:
+            if model.config.open_clip.arch:  # e.g. OpenAI's TorchScript archives: let open_clip read them
+                return load_open_clip_pretrained(model, model.config.open_clip.arch, str(path))
+            raise
+        return load_foreign_weights(model, sd, source=str(path))
+    if os.sep in str(pretrained) or path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    load_open_clip_pretrained(model, model.config.open_clip.arch, str(pretrained))
