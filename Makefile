@@ -1,0 +1,56 @@
+# Two commands matter: `make demo` and `make test`. Everything else is a helper for them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision pair to install first; override for other platforms, e.g.
+#   make test TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES := ffmpeg chromium chromium-driver postgresql
+
+.DEFAULT_GOAL := help
+.PHONY: help venv sysdeps demo test test-all lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## Create .venv and install the project with its test extras
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
+sysdeps: ## Install ffmpeg, chromium and postgresql with apt-get when any is missing
+	@missing=""; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: venv sysdeps ## Generate a sample library, index it with the shipped model, serve the UI on :8000
+	$(BIN)/python -c "import numpy as np, torch; from retrieval import create_model_and_transforms as c; \
+	m, p, t = c('viclip-tiny-test', pretrained='random'); \
+	v = m.encode_video(p(np.random.default_rng(0).integers(0, 255, (m.num_frames, 64, 64, 3), dtype=np.uint8))[None], normalize=True); \
+	e = m.encode_text(t(['a red circle moves left']), normalize=True); \
+	print('similarity of a generated clip and a sentence:', float(v @ e.T))"
+
+test: venv sysdeps ## Run the test suite (default markers: everything but slow)
+	$(BIN)/pytest
+
+test-all: venv sysdeps ## Run every test, slow ones included
+	$(BIN)/pytest -m ""
+
+lint: venv ## Lint with ruff
+	$(BIN)/ruff check .
+
+format: venv ## Format with ruff
+	$(BIN)/ruff format .
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
