@@ -212,3 +212,20 @@ def test_fp16_storage_loads_into_fp32(tmp_path, tiny):
     assert loaded.visual.proj.dtype == torch.float32
     assert torch.allclose(loaded.visual.proj, tiny[0].visual.proj, atol=1e-3)
     assert path.stat().st_size < 0.6 * save_checkpoint(tiny[0], tmp_path / "full.safetensors").stat().st_size
+
+
+def test_local_open_clip_file_inflates_into_video_tower(tmp_path):
+    """A real open_clip ViT-B-16 (QuickGELU) checkpoint file: T=1 equals its encode_image, text equal."""
+    import open_clip
+
+    torch.manual_seed(7)
+    clip = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).eval()
+    path = tmp_path / "open_clip_b16.pt"
+    torch.save({"state_dict": {"module." + k: v for k, v in clip.state_dict().items()}}, path)
+    model = create_model("viclip-B-16", pretrained=path)
+    assert torch.count_nonzero(model.visual.temporal_positional_embedding) == 0
+    img = torch.randn(1, 3, 224, 224)
+    ids = open_clip.tokenize(["a person rides a horse on the beach"], context_length=77)
+    with torch.no_grad():
+        assert (model.encode_video(img[:, None]) - clip.encode_image(img)).abs().max().item() <= 1e-5
+        assert (model.encode_text(ids[:, :32]) - clip.encode_text(ids)).abs().max().item() <= 1e-5
