@@ -21,8 +21,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -204,13 +205,25 @@ def adapt_to_model(sd: dict[str, Tensor], model: torch.nn.Module) -> dict[str, T
 # --------------------------------------------------------------------------- strict loading
 
 
-def load_strict(model: torch.nn.Module, sd: Mapping[str, Tensor], *, allow_missing_prefixes: tuple[str, ...] = (), source: str = "checkpoint") -> None:
+def load_strict(
+    model: torch.nn.Module,
+    sd: Mapping[str, Tensor],
+    *,
+    allow_missing_prefixes: tuple[str, ...] = (),
+    source: str = "checkpoint",
+) -> None:
     """Load or raise a CheckpointError that names every missing, unexpected and mis-shaped key."""
     target = model.state_dict()
     sd = {k: v for k, v in sd.items() if k not in _NON_PERSISTENT}
-    missing = [k for k in target if k not in sd and k not in _NON_PERSISTENT and not k.startswith(allow_missing_prefixes)]
+    missing = [
+        k for k in target if k not in sd and k not in _NON_PERSISTENT and not k.startswith(allow_missing_prefixes)
+    ]
     unexpected = [k for k in sd if k not in target]
-    misshaped = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}" for k in sd if k in target and sd[k].shape != target[k].shape]
+    misshaped = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in sd
+        if k in target and sd[k].shape != target[k].shape
+    ]
     if missing or unexpected or misshaped:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
@@ -259,7 +272,12 @@ def load_open_clip_pretrained(model: torch.nn.Module, arch: str | None, tag: str
 # --------------------------------------------------------------------------- project format
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+def save_checkpoint(
+    model: torch.nn.Module,
+    path: str | Path,
+    metadata: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write the self-describing project checkpoint (weights + model config) atomically."""
     from safetensors.torch import save_file
 
@@ -270,8 +288,12 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: Mapping[
         for k, v in model.state_dict().items()
         if k not in _NON_PERSISTENT
     }
-    meta = {"format": PROJECT_FORMAT, "format_version": PROJECT_FORMAT_VERSION, "config": json.dumps(model.config.to_dict()),
-            "match_head_trained": json.dumps(bool(getattr(model, "match_head_trained", False)))}
+    meta = {
+        "format": PROJECT_FORMAT,
+        "format_version": PROJECT_FORMAT_VERSION,
+        "config": json.dumps(model.config.to_dict()),
+        "match_head_trained": json.dumps(bool(getattr(model, "match_head_trained", False))),
+    }
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)

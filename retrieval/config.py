@@ -77,7 +77,7 @@ class ModelCfg:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelCfg":
+    def from_dict(cls, d: dict[str, Any]) -> ModelCfg:
         try:
             d = dict(d)
             sub = {
@@ -104,7 +104,7 @@ class ModelCfg:
         return cfg
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "ModelCfg":
+    def from_json(cls, path: str | Path) -> ModelCfg:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:

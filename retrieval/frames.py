@@ -6,7 +6,7 @@ model sees its best accuracy only on inputs prepared the way it was trained.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -8,9 +8,10 @@ this table by ``tests/test_docs.py`` so that a setting cannot exist without bein
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ hostile multi-megabyte query can cause before truncation.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor
 

@@ -20,10 +20,22 @@ def _block(x, sd, p, heads, mask=None):
     h = _ln(x, sd, p + ".ln_1")
     W = x.shape[-1]
     a, _ = F.multi_head_attention_forward(
-        h, h, h, W, heads,
-        sd[p + ".attn.in_proj_weight"], sd[p + ".attn.in_proj_bias"], None, None, False, 0.0,
-        sd[p + ".attn.out_proj.weight"], sd[p + ".attn.out_proj.bias"],
-        training=False, need_weights=False, attn_mask=mask,
+        h,
+        h,
+        h,
+        W,
+        heads,
+        sd[p + ".attn.in_proj_weight"],
+        sd[p + ".attn.in_proj_bias"],
+        None,
+        None,
+        False,
+        0.0,
+        sd[p + ".attn.out_proj.weight"],
+        sd[p + ".attn.out_proj.bias"],
+        training=False,
+        need_weights=False,
+        attn_mask=mask,
     )
     x = x + a
     h = _ln(x, sd, p + ".ln_2")
@@ -33,7 +45,7 @@ def _block(x, sd, p, heads, mask=None):
 
 
 def _layers(sd, prefix):
-    return sorted({int(k[len(prefix):].split(".")[0]) for k in sd if k.startswith(prefix)})
+    return sorted({int(k[len(prefix) :].split(".")[0]) for k in sd if k.startswith(prefix)})
 
 
 def vision_forward(sd: dict, video: torch.Tensor, heads: int) -> torch.Tensor:

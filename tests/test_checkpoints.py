@@ -30,8 +30,7 @@ def test_release_key_layout_maps_onto_model_exactly(name, size):
     mapped = {k: tuple(v.shape) for k, v in from_viclip(fake).items()}
     towers = {k: s for k, s in target.items() if not k.startswith("match_head.")}
     assert mapped == towers
-    assert sum(int(torch.tensor(s).prod()) for s in mapped.values()) == {
-        "b": 149_603_841, "l": 427_590_145}[size]
+    assert sum(int(torch.tensor(s).prod()) for s in mapped.values()) == {"b": 149_603_841, "l": 427_590_145}[size]
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +107,14 @@ def _tiny_release(tmp_path, mutate):
     "mutate,expected",
     [
         (lambda sd: sd.pop("vision_encoder.ln_post.weight"), r"missing keys: visual\.ln_post\.weight"),
-        (lambda sd: sd.__setitem__("vision_encoder.extra_thing", torch.zeros(3)), r"unexpected keys: visual\.extra_thing"),
-        (lambda sd: sd.__setitem__("text_encoder.text_projection", torch.zeros(7, 7)), r"mis-shaped keys: text\.text_projection"),
+        (
+            lambda sd: sd.__setitem__("vision_encoder.extra_thing", torch.zeros(3)),
+            r"unexpected keys: visual\.extra_thing",
+        ),
+        (
+            lambda sd: sd.__setitem__("text_encoder.text_projection", torch.zeros(7, 7)),
+            r"mis-shaped keys: text\.text_projection",
+        ),
     ],
 )
 def test_corrupted_release_file_fails_naming_the_keys(tmp_path, mutate, expected):

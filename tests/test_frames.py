@@ -69,8 +69,12 @@ def test_preprocess_rejects_wrong_input():
 
 def test_tokenizer_matches_open_clip_at_context_32(tiny):
     tokenizer = tiny[2]
-    texts = ["a red circle moves left", "", "Ünïcode & <html> entities &amp; stuff",
-             " ".join(["very long caption"] * 40)]
+    texts = [
+        "a red circle moves left",
+        "",
+        "Ünïcode & <html> entities &amp; stuff",
+        " ".join(["very long caption"] * 40),
+    ]
     ids = tokenizer(texts)
     assert ids.shape == (4, 32)
     assert torch.equal(ids, open_clip.tokenize(texts, context_length=32))

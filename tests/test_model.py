@@ -24,10 +24,22 @@ def open_clip_twin(model, context_length: int | None = None) -> CLIP:
     v, t = cfg.vision, cfg.text
     clip = CLIP(
         cfg.embed_dim,
-        CLIPVisionCfg(layers=v.layers, width=v.width, head_width=v.width // v.heads, mlp_ratio=v.mlp_ratio,
-                      patch_size=v.patch_size, image_size=v.image_size),
-        CLIPTextCfg(context_length=context_length or t.context_length, vocab_size=t.vocab_size, width=t.width,
-                    heads=t.heads, layers=t.layers, mlp_ratio=t.mlp_ratio),
+        CLIPVisionCfg(
+            layers=v.layers,
+            width=v.width,
+            head_width=v.width // v.heads,
+            mlp_ratio=v.mlp_ratio,
+            patch_size=v.patch_size,
+            image_size=v.image_size,
+        ),
+        CLIPTextCfg(
+            context_length=context_length or t.context_length,
+            vocab_size=t.vocab_size,
+            width=t.width,
+            heads=t.heads,
+            layers=t.layers,
+            mlp_ratio=t.mlp_ratio,
+        ),
         quick_gelu=cfg.quick_gelu,
     ).eval()
     sd = {}
