@@ -1,0 +1,416 @@
+"""Reading video files: the only module that imports a decoder (PyAV, and decord where it helps).
+
+Why two decoders: decord's ``get_batch`` is convenient for a handful of random frames, but it cannot
+open AV1 or truncated files, and on rotated files it returns a broken 4-channel image. PyAV opens
+everything ffmpeg can, gives clean exceptions, and reads sequentially fastest (decord seeks to a
+keyframe for every requested frame, ~3x slower than decoding in order for clip windows). So:
+
+* :func:`probe` and the clip-window reader (:meth:`Video.iter_windows`) use PyAV, reading once,
+  front to back, converting only the frames somebody asked for;
+* :func:`read_frames` tries decord first and falls back to PyAV when decord fails or the file is one
+  decord is known to get wrong (AV1, rotated, truncated).
+
+Rotation metadata (phone videos) is applied on every path, so frames come out the way a player shows
+them; ``VideoInfo.width/height`` are the displayed (rotated) size.
+
+Every failure a user's file can cause is a :class:`~retrieval.errors.DecodeError` whose message says
+what is wrong with the file ("empty file (0 bytes)", "no video stream (audio only)", ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.errors import DecodeError, InvalidInput
+
+log = logging.getLogger(__name__)
+
+# Codecs decord 0.6 cannot decode (it aborts with a C++ check failure) -> straight to PyAV.
+_DECORD_UNSUPPORTED = {"av1"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the catalog stores about a file and what sampling needs to know."""
+
+    num_frames: int  # frames that can actually be decoded (index-based; truncated files count less)
+    fps: float  # average frame rate (num_frames / duration for variable frame rate)
+    duration: float  # seconds
+    width: int  # displayed width (after rotation)
+    height: int  # displayed height (after rotation)
+    codec: str  # canonical codec name: h264, hevc, vp9, av1, mpeg4, mjpeg, ...
+    rotation: int  # degrees counter-clockwise applied to stored pixels for display: 0, 90, 180, 270
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DecodeError(f"{path}: file not found")
+    if not path.is_file():
+        raise DecodeError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise DecodeError(f"{path.name}: empty file (0 bytes)")
+
+
+def _looks_like_text(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return False
+    if not head or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _open_error(path: Path, exc: Exception) -> DecodeError:
+    if isinstance(exc, PermissionError) or "Permission denied" in str(exc):
+        return DecodeError(f"{path.name}: permission denied")
+    if _looks_like_text(path):
+        return DecodeError(f"{path.name}: not a video file (it contains text)")
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return DecodeError(
+        f"{path.name}: cannot open as a video ({reason}); the file is corrupt, truncated without its index, "
+        "or not a video"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# PyAV helpers
+
+
+def _av():
+    import av
+
+    # ffmpeg's own log lines would interleave with progress bars; errors reach us as exceptions.
+    av.logging.set_level(av.logging.PANIC)
+    return av
+
+
+def _open_container(path: Path):
+    av = _av()
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _open_error(path, exc) from exc
+
+
+def _video_stream(container, path: Path):
+    av = _av()
+    attached = getattr(av.stream.Disposition, "attached_pic", 0)
+    streams = [s for s in container.streams.video if not (attached and int(s.disposition) & int(attached))]
+    if not streams:
+        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        what = "audio only" if kinds == ["audio"] else "contains " + ", ".join(kinds)
+        raise DecodeError(f"{path.name}: no video stream ({what})")
+    return max(streams, key=lambda s: (s.codec_context.width or 0) * (s.codec_context.height or 0))
+
+
+def _codec_name(stream) -> str:
+    codec = stream.codec_context.codec
+    return getattr(codec, "canonical_name", None) or codec.name
+
+
+def _to_rgb(frame, rotation: int) -> np.ndarray:
+    arr = frame.to_ndarray(format="rgb24")
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
+
+
+def _frame_rotation(frame) -> int:
+    try:
+        r = int(round(frame.rotation or 0))
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return r % 360
+
+
+def _index_times(stream, path: Path) -> list[float] | None:
+    """Per-frame timestamps from the container index (MP4, AVI), without reading the file.
+
+    Entries whose bytes lie beyond the end of the file are dropped: that is how a truncated MP4 with
+    its index at the front still reports the frames it really has.
+    """
+    try:
+        entries = stream.index_entries
+        n = len(entries)
+    except (AttributeError, TypeError):
+        return None
+    if n < 2 or (stream.frames and n != stream.frames):
+        return None  # keyframe-only index (MKV cues) or none
+    size = path.stat().st_size
+    tb = float(stream.time_base)
+    times = [e.timestamp * tb for e in entries if e.pos + e.size <= size and not e.is_discard]
+    return sorted(times) if times else None
+
+
+def _demux_times(container, stream) -> list[float]:
+    """Per-frame timestamps by reading packets (no decoding): for MKV/WebM and broken indexes."""
+    av = _av()
+    tb = float(stream.time_base) if stream.time_base else 0.0
+    times: list[float] = []
+    count = 0
+    try:
+        for pkt in container.demux(stream):
+            if pkt.size == 0:
+                continue
+            ts = pkt.pts if pkt.pts is not None else pkt.dts
+            times.append(ts * tb if ts is not None and tb else float("nan"))
+            count += 1
+    except (av.FFmpegError, OSError) as exc:  # truncated container: keep what was readable
+        log.debug("demux stopped early: %s", exc)
+    if any(t != t for t in times):  # some packet had no timestamp: fall back to positions
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        return [i / rate for i in range(count)]
+    return sorted(times)
+
+
+class Video:
+    """One open video file: its :class:`VideoInfo`, frame times, and readers.
+
+    Use as a context manager. Opening decodes the first frame, so a file that opens is a file that
+    decodes (at least at the start); everything else about the file comes from the container index
+    or, failing that, from reading packets without decoding them.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int = 1):
+        self.path = Path(path)
+        self.threads = max(0, int(threads))
+        _check_file(self.path)
+        self._container = _open_container(self.path)
+        try:
+            self.info, self._times = self._probe()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- probing
+    def _probe(self) -> tuple[VideoInfo, np.ndarray]:
+        av = _av()
+        stream = _video_stream(self._container, self.path)
+        codec = _codec_name(stream)
+        first = None
+        try:
+            for frame in self._container.decode(stream):
+                first = frame
+                break
+        except (av.FFmpegError, OSError) as exc:
+            raise DecodeError(f"{self.path.name}: {codec} video does not decode ({exc}); the file is corrupt") from exc
+        if first is None:
+            raise DecodeError(f"{self.path.name}: the {codec} stream has no decodable frames (corrupt or truncated)")
+        self.declared_frames = int(stream.frames or 0)
+        rotation = _frame_rotation(first)
+        width, height = first.width, first.height
+        if rotation in (90, 270):
+            width, height = height, width
+
+        times = _index_times(stream, self.path)
+        if times is None:
+            self._container.close()
+            self._container = _open_container(self.path)
+            times = _demux_times(self._container, _video_stream(self._container, self.path))
+        if not times:
+            times = [0.0]
+        t = np.asarray(times, dtype=np.float64)
+        t -= t[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+        if len(t) > 1:
+            step = float(t[-1] - t[-2]) or (1.0 / rate if rate else 0.0)  # the last frame shows this long
+            duration = float(t[-1] + step)
+            fps = len(t) / duration if duration > 0 else (rate or 0.0)
+        else:
+            stream_dur = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+            duration = stream_dur or (1.0 / rate if rate else 0.0)
+            fps = rate or (1.0 / duration if duration else 0.0)
+        info = VideoInfo(
+            num_frames=len(t),
+            fps=round(fps, 6),
+            duration=round(duration, 6),
+            width=int(width),
+            height=int(height),
+            codec=codec,
+            rotation=rotation,
+        )
+        return info, t
+
+    def frame_times(self) -> np.ndarray:
+        """Presentation time (s, from the first frame) of every frame, in display order."""
+        return self._times.copy()
+
+    def index_at(self, seconds: float) -> int:
+        """Index of the frame shown at ``seconds`` (the last frame starting at or before it)."""
+        i = int(np.searchsorted(self._times, seconds + 1e-9, side="right")) - 1
+        return max(0, min(len(self._times) - 1, i))
+
+    # -- reading
+    def _decoder(self):
+        av = _av()
+        self.close()
+        self._container = _open_container(self.path)
+        stream = _video_stream(self._container, self.path)
+        if self.threads != 1:
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = self.threads
+        errors = 0
+        try:
+            for packet in self._container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    errors += 1
+                    if errors > 50:
+                        raise
+                    continue
+                yield from frames
+        except (av.FFmpegError, OSError) as exc:
+            # The end of a truncated or damaged file: deliver what decoded; callers count frames.
+            log.debug("%s: decoding stopped early: %s", self.path.name, exc)
+        self.decode_errors = errors
+
+    def iter_windows(self, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(window_number, frames uint8 [len(window),H,W,3])`` reading the file once in order.
+
+        Each window is a list of frame indices (repeats allowed). Windows complete in the order of
+        their last index. A window the file ends before (truncated file) is padded with its last
+        decoded frame if it got any frame, and skipped otherwise; ``self.frames_decoded`` says how far
+        decoding got.
+        """
+        wanted: dict[int, list[tuple[int, int]]] = {}
+        remaining: list[int] = []
+        for w, idx in enumerate(windows):
+            if len(idx) == 0:
+                raise InvalidInput(f"window {w} has no frame indices")
+            if min(idx) < 0:
+                raise InvalidInput("frame indices must be non-negative")
+            remaining.append(len(idx))
+            for slot, i in enumerate(idx):
+                wanted.setdefault(int(i), []).append((w, slot))
+        buffers: dict[int, list[np.ndarray | None]] = {}
+        last_needed = max(wanted) if wanted else -1
+        self.frames_decoded = 0
+        rotation = self.info.rotation
+        done: set[int] = set()
+        for i, frame in enumerate(self._decoder()):
+            self.frames_decoded = i + 1
+            users = wanted.get(i)
+            if users:
+                arr = _to_rgb(frame, rotation)
+                for w, slot in users:
+                    buf = buffers.setdefault(w, [None] * len(windows[w]))
+                    buf[slot] = arr
+                    remaining[w] -= 1
+                    if remaining[w] == 0:
+                        done.add(w)
+                        yield w, np.stack(buffers.pop(w))
+            if i >= last_needed:
+                break
+        for w in sorted(buffers):  # file ended early: pad partially decoded windows
+            buf = buffers[w]
+            got = [b for b in buf if b is not None]
+            if not got:
+                continue
+            filled, prev = [], got[0]
+            for b in buf:
+                prev = b if b is not None else prev
+                filled.append(prev)
+            yield w, np.stack(filled)
+        self.close()
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 [N,H,W,3], in request order."""
+        if len(indices) == 0:
+            raise InvalidInput("no frame indices requested")
+        got = list(self.iter_windows([list(indices)]))
+        if not got:
+            raise DecodeError(f"{self.path.name}: none of the requested frames could be decoded")
+        return got[0][1]
+
+
+# ---------------------------------------------------------------------------------------------
+# public functions
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Open ``path``, decode its first frame and describe it; raises DecodeError with the reason."""
+    with Video(path) as video:
+        return video.info
+
+
+def open_video(path: str | os.PathLike, *, threads: int = 1) -> Video:
+    return Video(path, threads=threads)
+
+
+def _read_decord(path: Path, indices: Sequence[int], info: VideoInfo, threads: int) -> np.ndarray | None:
+    try:
+        import decord
+    except ImportError:
+        return None
+    try:
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=max(1, threads))
+        n = len(vr)
+        if n <= 0:
+            return None
+        batch = vr.get_batch([min(int(i), n - 1) for i in indices]).asnumpy()
+    except Exception as exc:  # decord raises bare DECORDError/RuntimeError for anything it dislikes
+        log.debug("decord failed on %s, falling back to PyAV: %s", path, exc)
+        return None
+    if batch.ndim != 4 or batch.shape[-1] != 3 or batch.shape[1:3] != (info.height, info.width):
+        return None
+    return batch
+
+
+def read_frames(
+    path: str | os.PathLike, indices: Sequence[int], *, threads: int = 1, backend: str = "auto"
+) -> np.ndarray:
+    """Frames of ``path`` at ``indices`` as uint8 [N,H,W,3] (displayed orientation, request order).
+
+    ``backend``: "auto" (decord, PyAV when decord fails or is known to be wrong for the file),
+    "decord" or "pyav". Indices past the last decodable frame read the last decodable frame.
+    """
+    if backend not in ("auto", "decord", "pyav"):
+        raise InvalidInput(f"unknown decode backend {backend!r} (auto, decord or pyav)")
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise InvalidInput("no frame indices requested")
+    if min(indices) < 0:
+        raise InvalidInput("frame indices must be non-negative")
+    with Video(path, threads=threads) as video:
+        info = video.info
+        clamped = [min(i, info.num_frames - 1) for i in indices]
+        if backend != "pyav" and info.codec not in _DECORD_UNSUPPORTED and info.rotation == 0:
+            if info.num_frames >= video.declared_frames:  # decord cannot open truncated files
+                out = _read_decord(video.path, clamped, info, threads)
+                if out is not None:
+                    return out
+        if backend == "decord":
+            raise DecodeError(f"{video.path.name}: decord cannot read this file; use backend='pyav'")
+        return video.read(clamped)
