@@ -33,6 +33,16 @@ SETTINGS: list[Setting] = [
     Setting("db", "VTR_DB", None, "SQLAlchemy URL of the catalog; default sqlite:///<home>/catalog.db (postgresql+psycopg://… for multi-process).", flag="--db"),
     Setting("model", "VTR_MODEL", "viclip-tiny-synth", "Model name (see `vtr models`) used for indexing and search.", flag="--model"),
     Setting("checkpoint", "VTR_CHECKPOINT", None, "Weights file: project .safetensors, InternVideo ViCLIP .pth, or open_clip checkpoint.", flag="--checkpoint"),
+    Setting("host", "VTR_HOST", "127.0.0.1", "Address `vtr serve` listens on (0.0.0.0 exposes it to the network).", flag="--host"),
+    Setting("port", "VTR_PORT", 8000, "TCP port of `vtr serve`.", cast=int, flag="--port"),
+    Setting("server_threads", "VTR_SERVER_THREADS", 8, "Worker threads of the WSGI server; concurrent text queries are batched into one encode.", cast=int, flag="--threads"),
+    Setting("rerank_k", "VTR_RERANK_K", 64, "How many top embedding (ITC) candidates the matching head re-ranks per query (0 turns re-ranking off).", cast=int, flag="--rerank-k"),
+    Setting("admin_token", "VTR_ADMIN_TOKEN", None, "Bearer token for the admin API (add texts, queue indexing, delete videos); admin routes are off when unset."),
+    Setting("index_roots", "VTR_INDEX_ROOTS", None, "Folders (separated by ':') under which `POST /api/v1/index` may queue paths; none when unset."),
+    Setting("max_upload_mb", "VTR_MAX_UPLOAD_MB", 64, "Largest accepted upload (query clip) in MiB; bigger requests get 413.", cast=int),
+    Setting("max_query_chars", "VTR_MAX_QUERY_CHARS", 1000, "Longest accepted text query in characters; longer ones get 422.", cast=int),
+    Setting("rate_limit", "VTR_RATE_LIMIT", 600, "Requests per minute per client address for the API (0 = unlimited); over it: 429.", cast=int),
+    Setting("trust_proxy", "VTR_TRUST_PROXY", False, "Take the client address from X-Forwarded-For (only behind a reverse proxy you control).", cast=lambda v: v.lower() in ("1", "true", "yes", "on")),
 ]
 
 
