@@ -43,6 +43,16 @@ SETTINGS: list[Setting] = [
     Setting("max_query_chars", "VTR_MAX_QUERY_CHARS", 1000, "Longest accepted text query in characters; longer ones get 422.", cast=int),
     Setting("rate_limit", "VTR_RATE_LIMIT", 600, "Requests per minute per client address for the API (0 = unlimited); over it: 429.", cast=int),
     Setting("trust_proxy", "VTR_TRUST_PROXY", False, "Take the client address from X-Forwarded-For (only behind a reverse proxy you control).", cast=lambda v: v.lower() in ("1", "true", "yes", "on")),
+    Setting("clip_seconds", "VTR_CLIP_SECONDS", 4.0, "Length of the clips `vtr index` cuts videos into, in seconds (a shorter video is one clip).", cast=float, flag="--clip-seconds"),
+    Setting("clip_stride", "VTR_CLIP_STRIDE", None, "Seconds between clip starts; default = clip length (back-to-back clips); smaller overlaps them.", cast=float, flag="--stride"),
+    Setting("index_workers", "VTR_INDEX_WORKERS", None, "Decoder processes of `vtr index`; default = number of CPU cores.", cast=int, flag="--workers"),
+    Setting("index_batch_size", "VTR_INDEX_BATCH_SIZE", 32, "Clips per model forward pass while indexing.", cast=int, flag="--batch-size"),
+    Setting("file_timeout", "VTR_FILE_TIMEOUT", 120.0, "Seconds a file may go without decoding progress before `vtr index` gives up on it (recorded as failed).", cast=float, flag="--file-timeout"),
+    Setting("index_factory", "VTR_INDEX_FACTORY", "auto", "FAISS factory string of the clip index (e.g. Flat, HNSW32, IVF4096,SQ8); auto picks by library size.", flag="--index-factory"),
+    Setting("index_flat_max", "VTR_INDEX_FLAT_MAX", 100_000, "auto index type: exact Flat up to this many clips, HNSW32 above.", cast=int),
+    Setting("index_hnsw_max", "VTR_INDEX_HNSW_MAX", 2_000_000, "auto index type: HNSW32 up to this many clips, IVF-SQ8 above.", cast=int),
+    Setting("thumbnail_size", "VTR_THUMBNAIL_SIZE", 320, "Longest side in pixels of the JPEG thumbnail saved per clip (0 = no thumbnails).", cast=int),
+    Setting("save_interval", "VTR_SAVE_INTERVAL", 60.0, "Seconds between index checkpoints during `vtr index` (the catalog itself commits every batch).", cast=float),
 ]
 
 
