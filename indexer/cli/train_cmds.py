@@ -1,0 +1,84 @@
+"""``vtr synth``, ``vtr train``, ``vtr eval``: the synthetic benchmark, training and evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from indexer.cli import main
+
+
+@main.command("synth")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--count", "-n", type=click.IntRange(min=1), default=1000, show_default=True, help="Clips to generate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same clips and captions.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
+              help="test/val: unique captions incl. held-out combinations; train: hard-negative twins, no held-out.")  # fmt: skip
+@click.option("--long", "long_", is_flag=True, help="Multi-event videos with ground-truth event times.")
+def synth_cmd(out: Path, count: int, seed: int, split: str, long_: bool) -> None:
+    """Generate synthetic H.264 clips and OUT/captions.jsonl."""
+    from retrieval.synth import generate
+
+    path = generate(out, count, seed=seed, split=split, long=long_, progress=True)
+    click.echo(f"wrote {count} clips and {path}")
+
+
+@main.command("train")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Training config JSON (see retrieval/train_configs/).")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue from the run's .state.pt file if there is one.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the config's step count.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Override the output checkpoint path.")  # fmt: skip
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None, help="Override the training data directory.")  # fmt: skip
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the config's).")
+def train_cmd(config_path: Path, resume: bool, steps, output, data, device) -> None:
+    """Train a model (VTC + VTM) and write a project checkpoint."""
+    import logging
+
+    from retrieval.training import TrainCfg, train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = TrainCfg.from_json(config_path)
+    for name, value in (("steps", steps), ("output", output), ("data", data), ("device", device)):
+        if value is not None:
+            setattr(cfg, name, str(value) if isinstance(value, Path) else value)
+    path = train(cfg, resume=resume, progress=True)
+    click.echo(f"wrote {path}")
+
+
+@main.command("eval")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Directory with captions.jsonl and the videos it names (e.g. from `vtr synth`).")  # fmt: skip
+@click.option("--checkpoint", required=True, help="Project .safetensors, or a model name to use its shipped weights.")
+@click.option("--rerank-k", type=click.IntRange(min=0), default=128, show_default=True,
+              help="Candidates the matching head re-ranks per query (0: no re-ranking).")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--limit", type=click.IntRange(min=2), default=None, help="Only the first N records.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON report here.")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+def eval_cmd(
+    data_dir: Path, checkpoint: str, rerank_k: int, batch_size: int, limit, as_json: bool, output, threads
+) -> None:
+    """Text->video and video->text recall (ITC, DSL, re-ranked) overall and per subset."""
+    import torch
+
+    from retrieval.evaluation import evaluate, format_table
+    from retrieval.factory import create_model_and_transforms, list_models
+
+    if threads:
+        torch.set_num_threads(threads)
+    if checkpoint in list_models():
+        model, preprocess, tokenizer = create_model_and_transforms(checkpoint)
+    else:
+        model, preprocess, tokenizer = create_model_and_transforms(None, pretrained=checkpoint)
+    report = evaluate(model, preprocess, tokenizer, data_dir, rerank_k=rerank_k, batch_size=batch_size,
+                      limit=limit, progress=not as_json)  # fmt: skip
+    report["checkpoint"] = Path(checkpoint).name
+    text = json.dumps(report, indent=1)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+    click.echo(text if as_json else format_table(report))

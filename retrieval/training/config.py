@@ -1,0 +1,83 @@
+"""Training run configuration (``retrieval/train_configs/*.json``), one typed place with defaults."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from retrieval.errors import ConfigError
+
+
+@dataclass
+class SynthCfg:
+    count: int = 20000  # clips generated when the data directory has none
+    seed: int = 0
+
+
+@dataclass
+class TrainCfg:
+    model: str = "viclip-tiny-synth"  # architecture name (retrieval/model_configs)
+    init: str | None = None  # weights to start from (any `pretrained` the factory accepts); None = random
+    data: str = "data/synth-train"  # directory with captions.jsonl + videos/
+    synth: SynthCfg | None = field(default_factory=SynthCfg)  # generate `data` first if missing
+    output: str = "runs/viclip-tiny-synth.safetensors"
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.02  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    vtm_weight: float = 1.0  # 0 disables the matching head's loss
+    mask_ratio: float = 0.0  # ViCLIP-style random dropping of video patch tokens
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    num_threads: int = 2
+    device: str = "cpu"
+    save_dtype: str = "float16"  # weights written to `output`; the resume state keeps fp32
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainCfg:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown training config keys: {sorted(unknown)}")
+        d = dict(d)
+        if d.get("synth") is not None:
+            if not isinstance(d["synth"], dict) or set(d["synth"]) - {"count", "seed"}:
+                raise ConfigError('training config \'synth\' must be {"count": N, "seed": S} or null')
+            d["synth"] = SynthCfg(**d["synth"])
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        try:
+            cfg = cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"malformed training config: {exc}") from exc
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "num_threads"):
+            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+                raise ConfigError(f"training config {name} must be a positive integer")
+        if cfg.batch_size < 2:
+            raise ConfigError("batch_size must be at least 2 (contrastive training needs negatives)")
+        if not 0.0 <= cfg.mask_ratio < 1.0:
+            raise ConfigError("mask_ratio must be in [0, 1)")
+        if cfg.lr <= 0:
+            raise ConfigError("lr must be positive")
+        if cfg.save_dtype not in ("float16", "float32"):
+            raise ConfigError("save_dtype must be float16 or float32")
+        return cfg
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainCfg:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read training config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"training config {path} must be a JSON object")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,164 @@
+"""The training loop: VTC + VTM on in-batch negatives, AdamW with warmup + cosine, resumable.
+
+Determinism: the batch order, the frames picked from each clip, token masking and hard-negative
+sampling are all functions of ``(seed, step)``, so a run resumed from its state file continues
+exactly as if it had never stopped, and two runs with one seed give the same weights on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from retrieval.errors import CheckpointError
+from retrieval.training.config import TrainCfg
+
+log = logging.getLogger(__name__)
+
+
+def lr_at(step: int, cfg: TrainCfg) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    low = cfg.lr * cfg.min_lr_ratio
+    return low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
+    return p.ndim < 2 or "embedding" in name or name.endswith("logit_scale")
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainCfg) -> torch.optim.Optimizer:
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if _no_decay(name, p) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def state_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.stem + ".state.pt")
+
+
+def ensure_data(cfg: TrainCfg, progress: bool = True) -> list[dict]:
+    from retrieval.synth import CAPTIONS, generate, read_captions
+
+    data = Path(cfg.data)
+    if not (data / CAPTIONS).is_file() and cfg.synth is not None:
+        log.info("generating %d training clips into %s", cfg.synth.count, data)
+        generate(data, cfg.synth.count, seed=cfg.synth.seed, split="train", progress=progress)
+    return read_captions(data)
+
+
+def _batch_loss(model, batch, tokenizer, cfg: TrainCfg, step: int, device):
+    from retrieval.training.data import normalize
+    from retrieval.training.losses import positive_mask, vtc_loss, vtm_loss
+
+    frames, captions, keys = batch
+    pre = model.config.preprocess
+    pixels = normalize(frames, pre.mean, pre.std).to(device)
+    ids = tokenizer(captions).to(device)
+    torch.manual_seed(cfg.seed * 1_000_003 + step)  # token masking
+    gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # hard negatives
+    pos = positive_mask(keys).to(device)
+    v, v_tok = model.encode_video(pixels, normalize=True, return_tokens=True, mask_ratio=cfg.mask_ratio)
+    t, t_tok = model.encode_text(ids, normalize=True, return_tokens=True)
+    scale = model.clamped_logit_scale()
+    vtc = vtc_loss(v, t, scale, pos)
+    stats = {"vtc": vtc.item()}
+    loss = vtc
+    if cfg.vtm_weight > 0 and model.match_head is not None:
+        length = int(ids.argmax(dim=1).max()) + 1  # drop all-padding columns: exact, and faster
+        vtm, acc = vtm_loss(model, t_tok[:, :length], ids[:, :length], v_tok, t @ v.t(), pos, gen)
+        loss = loss + cfg.vtm_weight * vtm
+        stats.update(vtm=vtm.item(), itm_acc=acc.item())
+    stats["temp"] = 1.0 / scale.exp().item()
+    return loss, stats
+
+
+def train(cfg: TrainCfg, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or continue) a training run and write the project checkpoint to ``cfg.output``."""
+    from retrieval.checkpoints import save_checkpoint
+    from retrieval.factory import create_model_and_transforms
+    from retrieval.training.data import ClipBatches, frame_cache
+
+    torch.set_num_threads(cfg.num_threads)
+    device = torch.device(cfg.device)
+    records = ensure_data(cfg, progress)
+    torch.manual_seed(cfg.seed)
+    model, _, tokenizer = create_model_and_transforms(cfg.model, pretrained=cfg.init or "random", device=device)
+    frames = frame_cache(cfg.data, records, model.image_size, progress=progress)
+    batches = ClipBatches(records, frames, cfg.batch_size, model.num_frames, cfg.seed)
+    optimizer = make_optimizer(model, cfg)
+    output = Path(cfg.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start, elapsed = 0, 0.0
+    if resume and state_path(output).is_file():
+        start, elapsed = _load_state(state_path(output), model, optimizer, cfg)
+        log.info("resuming %s at step %d", output, start)
+    model.train()
+    log_file = open(output.with_name(output.stem + ".log.jsonl"), "a" if start else "w")  # noqa: SIM115
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, unit="step", desc=f"train {cfg.model}", dynamic_ncols=True)
+    t0, seen = time.perf_counter(), 0
+    try:
+        for step in range(start, cfg.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            loss, stats = _batch_loss(model, batches.batch(step), tokenizer, cfg, step, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            seen += batches.batch_size
+            rate = seen / max(1e-9, time.perf_counter() - t0)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss.item():.3f}", clips_s=f"{rate:.0f}", refresh=False)
+                bar.update(1)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                rec = {"step": step + 1, "loss": loss.item(), "lr": lr_at(step, cfg), "clips_per_s": rate, **stats}
+                log_file.write(json.dumps(rec) + "\n")
+                log_file.flush()
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                _save_state(state_path(output), model, optimizer, step + 1, elapsed + time.perf_counter() - t0)
+    finally:
+        if bar is not None:
+            bar.close()
+        log_file.close()
+    wall = elapsed + time.perf_counter() - t0
+    _save_state(state_path(output), model, optimizer, cfg.steps, wall)
+    model.match_head_trained = cfg.vtm_weight > 0 and model.match_head is not None
+    model.eval()
+    dtype = torch.float16 if cfg.save_dtype == "float16" else None
+    meta = {"train_config": cfg.to_dict(), "train_steps": cfg.steps, "train_wall_s": round(wall, 1)}
+    save_checkpoint(model, output, metadata=meta, dtype=dtype)
+    log.info("wrote %s after %d steps (%.0f s)", output, cfg.steps, wall)
+    return output
+
+
+def _save_state(path: Path, model, optimizer, step: int, wall: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "wall_s": wall}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, model, optimizer, cfg: TrainCfg) -> tuple[int, float]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable/mismatched state means "cannot resume"
+        raise CheckpointError(f"cannot resume from {path}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    return min(int(state["step"]), cfg.steps), float(state.get("wall_s", 0.0))
