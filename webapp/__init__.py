@@ -1,0 +1,93 @@
+"""The web app: JSON API v1, clip-retrieval compatible routes, media with Range, and the browser UI.
+
+``create_app(config)`` builds a Flask app; every setting comes from ``config`` (keys are the upper-case
+setting names of :mod:`retrieval.settings`, e.g. ``{"HOME": "/data/vtr", "RERANK_K": 32}``), else from
+the environment, else from the default. The search engine (model + index + catalog) is heavy, so it is
+built on first use through :func:`get_engine`; tests inject a ready one as ``config["ENGINE"]``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flask import Flask, current_app
+
+from retrieval.settings import resolve
+
+# settings the web app reads (names in retrieval/settings.py); app.config keys are their upper-case forms
+WEB_SETTINGS = (
+    "home",
+    "db",
+    "model",
+    "checkpoint",
+    "rerank_k",
+    "admin_token",
+    "index_roots",
+    "max_upload_mb",
+    "max_query_chars",
+    "rate_limit",
+    "trust_proxy",
+)
+MAX_K = 1000  # most results one request may ask for (k, num_images, num_result_ids)
+MAX_OFFSET = 10_000  # deepest page a request may ask for
+_MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around an upload of the maximum size
+
+_engine_lock = threading.Lock()
+
+
+def _resolved_settings(config: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name in WEB_SETTINGS:
+        key = name.upper()
+        out[key] = resolve(name, config.get(key))
+    if isinstance(out["TRUST_PROXY"], str):
+        out["TRUST_PROXY"] = out["TRUST_PROXY"].lower() in ("1", "true", "yes", "on")
+    for key in ("RERANK_K", "MAX_UPLOAD_MB", "MAX_QUERY_CHARS", "RATE_LIMIT"):
+        out[key] = int(out[key])
+    return out
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. ``config`` overrides settings and may carry ``ENGINE`` (a ready SearchEngine)."""
+    from webapp import api, compat, media, openapi, pages
+    from webapp.errors import register_error_handlers
+    from webapp.ratelimit import RateLimiter
+
+    config = dict(config or {})
+    app = Flask(__name__)
+    app.config.update(_resolved_settings(config))
+    app.config.update({k: v for k, v in config.items() if k.isupper() and k not in app.config})
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_MB"] * 2**20 + _MULTIPART_SLACK
+    app.config["MAX_FORM_MEMORY_SIZE"] = app.config["MAX_CONTENT_LENGTH"]
+    app.json.sort_keys = False  # keep result fields in the documented order
+    if app.config["TRUST_PROXY"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    app.extensions["vtr.ratelimit"] = RateLimiter(app.config["RATE_LIMIT"])
+    if app.config.get("ENGINE") is not None:
+        app.extensions["vtr.engine"] = app.config["ENGINE"]
+
+    register_error_handlers(app)
+    for bp in (api.bp, compat.bp, media.bp, openapi.bp, pages.bp):
+        app.register_blueprint(bp)
+    return app
+
+
+def get_engine():
+    """The app's SearchEngine, built on first use (loading the model takes seconds, not every request)."""
+    app = current_app
+    engine = app.extensions.get("vtr.engine")
+    if engine is None:
+        with _engine_lock:
+            engine = app.extensions.get("vtr.engine")
+            if engine is None:
+                from retrieval.engine import SearchEngine
+
+                c = app.config
+                engine = SearchEngine(
+                    home=c["HOME"], db=c["DB"], model=c["MODEL"], checkpoint=c["CHECKPOINT"], rerank_k=c["RERANK_K"]
+                )
+                app.extensions["vtr.engine"] = engine
+    return engine

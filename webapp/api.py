@@ -1,0 +1,195 @@
+"""JSON API v1: search (text and video), catalog lookups, stats, health, and the admin routes.
+
+Routes only parse and validate arguments and shape responses; the work is done by
+:class:`retrieval.engine.SearchEngine`. Every result gets ``thumbnail_url`` and ``video_url`` (the
+video URL carries a media fragment ``#t=start,end`` so a player opens at the matched moment).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, current_app, jsonify, request
+
+from retrieval.errors import InvalidInput
+from webapp import MAX_K, MAX_OFFSET, get_engine
+from webapp.guards import json_body, limit_rate, parse_bool, parse_float, parse_int, parse_text, require_admin
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+bp.before_request(limit_rate)
+
+DEFAULT_K = 20
+TARGETS = ("clips", "texts")
+MAX_TEXTS_PER_REQUEST = 10_000
+
+
+def thumbnail_url(clip_id: int) -> str:
+    return f"/media/thumbs/{int(clip_id)}.jpg"
+
+
+def video_url(video_id: int, start: float | None = None, end: float | None = None) -> str:
+    url = f"/media/videos/{int(video_id)}"
+    if start is not None and end is not None:
+        url += f"#t={start:.3f},{end:.3f}"
+    return url
+
+
+def with_urls(hit: dict) -> dict:
+    """Add the media URLs to a clip hit (and to the other moments of a grouped hit)."""
+    if "clip_id" not in hit:
+        return hit
+    out = dict(hit)
+    out["thumbnail_url"] = thumbnail_url(hit["clip_id"])
+    out["video_url"] = video_url(hit["video_id"], hit.get("start"), hit.get("end"))
+    if "moments" in hit:
+        out["moments"] = [with_urls(m) for m in hit["moments"]]
+    return out
+
+
+def _args(source) -> dict:
+    """Search options shared by text and video search, from query args, form fields or a JSON body."""
+    from retrieval.engine import SearchFilters
+
+    get = source.get
+    min_d = parse_float("min_duration", get("min_duration"))
+    max_d = parse_float("max_duration", get("max_duration"))
+    if min_d is not None and max_d is not None and min_d > max_d:
+        raise InvalidInput("min_duration must not exceed max_duration")
+    library = get("library")
+    if library is not None and not isinstance(library, (str, int)) or isinstance(library, bool):
+        raise InvalidInput("library must be a library id or root path")
+    prefix = parse_text("path_prefix", get("path_prefix"), required=False, max_chars=4096)
+    filters = SearchFilters(
+        library=str(library).strip() or None if library is not None else None,
+        path_prefix=prefix,
+        min_duration=min_d,
+        max_duration=max_d,
+    )
+    return {
+        "k": parse_int("k", get("k"), DEFAULT_K, 1, MAX_K),
+        "offset": parse_int("offset", get("offset"), 0, 0, MAX_OFFSET),
+        "rerank": parse_bool("rerank", get("rerank"), None),
+        "group_by_video": parse_bool("group_by_video", get("group_by_video"), False),
+        "filters": filters,
+    }
+
+
+def _respond(result: dict):
+    result = dict(result)
+    result["results"] = [with_urls(h) for h in result["results"]]
+    return jsonify(result)
+
+
+@bp.get("/search")
+def search_text():
+    q = parse_text("q", request.args.get("q"), required=True, max_chars=current_app.config["MAX_QUERY_CHARS"])
+    return _respond(get_engine().search_text(q, **_args(request.args)))
+
+
+@bp.post("/search/video")
+def search_video():
+    """Query by example: an uploaded clip (multipart ``file``) or an indexed clip (``clip_id``)."""
+    if request.files:
+        upload = request.files.get("file")
+        if upload is None:
+            raise InvalidInput("upload the query clip in the multipart field 'file'")
+        params = {**request.args.to_dict(), **request.form.to_dict()}
+        if params.get("clip_id") not in (None, ""):
+            raise InvalidInput("send either a file or a clip_id, not both")
+    elif request.mimetype == "multipart/form-data":
+        raise InvalidInput("multipart request without a 'file' field")
+    else:
+        upload = None
+        params = {**request.args.to_dict(), **(json_body() if request.get_data(cache=True) else {})}
+    target = params.get("target") or "clips"
+    if target not in TARGETS:
+        raise InvalidInput(f"target must be one of {', '.join(TARGETS)}, not {str(target)[:40]!r}")
+    opts = _args(params)
+    engine = get_engine()
+    if upload is None:
+        clip_id = parse_int("clip_id", params.get("clip_id"), None, 0, 2**63 - 1)
+        if clip_id is None:
+            raise InvalidInput("send a video file (multipart field 'file') or JSON {\"clip_id\": ...}")
+        return _respond(engine.search_video(clip_id=clip_id, target=target, **opts))
+    name = Path(upload.filename or "upload").name[:200]
+    suffix = "".join(c for c in Path(name).suffix[:10] if c.isalnum() or c == ".") or ".bin"
+    fd, tmp = tempfile.mkstemp(prefix="vtr-query-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            upload.save(fh)
+        if os.path.getsize(tmp) == 0:
+            raise InvalidInput(f"{name}: the uploaded file is empty")
+        result = engine.search_video(path=tmp, target=target, display_name=name, **opts)
+    finally:
+        os.unlink(tmp)
+    return _respond(result)
+
+
+@bp.get("/clips/<int:clip_id>")
+def clip(clip_id: int):
+    return jsonify(with_urls(get_engine().get_clip(clip_id)))
+
+
+@bp.get("/videos/<int:video_id>")
+def video(video_id: int):
+    info = dict(get_engine().get_video(video_id))
+    info["video_url"] = video_url(video_id)
+    info["clips"] = [with_urls(c) for c in info.get("clips", [])]
+    return jsonify(info)
+
+
+@bp.get("/stats")
+def stats():
+    return jsonify(get_engine().stats())
+
+
+@bp.get("/health")
+def health():
+    return jsonify(get_engine().health())
+
+
+# -- admin
+
+
+@bp.post("/texts")
+def add_texts():
+    """Add captions to the text corpus that video->text search ranks."""
+    require_admin()
+    body = json_body()
+    texts = body.get("texts")
+    if not isinstance(texts, list) or not texts:
+        raise InvalidInput('send {"texts": ["a caption", ...]} with at least one text')
+    if len(texts) > MAX_TEXTS_PER_REQUEST:
+        raise InvalidInput(f"at most {MAX_TEXTS_PER_REQUEST} texts per request")
+    limit = current_app.config["MAX_QUERY_CHARS"]
+    clean = [parse_text(f"texts[{i}]", t, required=True, max_chars=limit) for i, t in enumerate(texts)]
+    source = parse_text("source", body.get("source"), required=False, max_chars=200)
+    ids = get_engine().add_texts(clean, source=source)
+    return jsonify({"count": len(ids), "ids": ids}), 201
+
+
+@bp.post("/index")
+def queue_index():
+    """Queue a file or folder for the indexer; only paths under VTR_INDEX_ROOTS are accepted."""
+    require_admin()
+    body = json_body()
+    path = parse_text("path", body.get("path"), required=True, max_chars=4096)
+    roots = [r for r in (current_app.config.get("INDEX_ROOTS") or "").split(os.pathsep) if r.strip()]
+    if not roots:
+        raise InvalidInput("no index roots are configured; set VTR_INDEX_ROOTS on the server", status=403, code="forbidden")
+    real = os.path.realpath(path)
+    allowed = [os.path.realpath(r) for r in roots]
+    if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in allowed):
+        raise InvalidInput("path is not under a configured index root", status=403, code="forbidden")
+    if not os.path.exists(real):
+        raise InvalidInput("path does not exist", status=404, code="not_found")
+    job = get_engine().queue_index(real)
+    return jsonify(job), 202
+
+
+@bp.delete("/videos/<int:video_id>")
+def delete_video(video_id: int):
+    require_admin()
+    return jsonify(get_engine().delete_video(video_id))

@@ -1,0 +1,138 @@
+"""Request guards shared by the blueprints: per-client rate limit, admin bearer token, argument parsing.
+
+Argument parsers raise :class:`retrieval.errors.InvalidInput` naming the parameter and the accepted
+range, so every bad query string becomes a 422 in the one error shape, never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+
+from flask import current_app, request
+
+from retrieval.errors import InvalidInput, VTRError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class RateLimited(VTRError):
+    status = 429
+    code = "rate_limited"
+
+
+class Unauthorized(VTRError):
+    status = 401
+    code = "unauthorized"
+
+
+class AdminDisabled(VTRError):
+    status = 403
+    code = "admin_disabled"
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def limit_rate() -> None:
+    """``before_request`` hook: one token per request from this client, or 429 with Retry-After."""
+    limiter = current_app.extensions["vtr.ratelimit"]
+    wait = limiter.acquire(client_address())
+    if wait > 0:
+        exc = RateLimited(f"too many requests from {client_address()}: limit {limiter.per_minute} per minute")
+        exc.headers = {"Retry-After": limiter.retry_after(wait)}
+        raise exc
+
+
+def require_admin() -> None:
+    """Admin routes need ``Authorization: Bearer <VTR_ADMIN_TOKEN>``; with no token configured they are off."""
+    token = current_app.config.get("ADMIN_TOKEN")
+    if not token:
+        raise AdminDisabled("the admin API is disabled; set VTR_ADMIN_TOKEN on the server to enable it")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        exc = Unauthorized("admin route: send 'Authorization: Bearer <token>'")
+        exc.headers = {"WWW-Authenticate": 'Bearer realm="vtr-admin"'}
+        raise exc
+    if not hmac.compare_digest(given.strip().encode(), str(token).encode()):
+        exc = Unauthorized("admin route: wrong bearer token")
+        exc.headers = {"WWW-Authenticate": 'Bearer realm="vtr-admin", error="invalid_token"'}
+        raise exc
+
+
+# -- parsing
+
+
+def parse_int(name: str, raw, default: int | None, lo: int, hi: int) -> int | None:
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return default
+    if isinstance(raw, bool):
+        raise InvalidInput(f"{name} must be an integer, not a boolean")
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    try:
+        value = int(raw) if isinstance(raw, int) else int(str(raw).strip(), 10)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be an integer between {lo} and {hi}, not {str(raw)[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def parse_float(name: str, raw, lo: float = 0.0, hi: float = 1e9) -> float | None:
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return None
+    if isinstance(raw, bool):
+        raise InvalidInput(f"{name} must be a number, not a boolean")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a number, not {str(raw)[:40]!r}") from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be a number between {lo:g} and {hi:g}")
+    return value
+
+
+def parse_bool(name: str, raw, default: bool | None) -> bool | None:
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return default
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InvalidInput(f"{name} must be true or false (1/0, yes/no, on/off), not {str(raw)[:40]!r}")
+
+
+def parse_text(name: str, raw, *, required: bool, max_chars: int) -> str | None:
+    if raw is None:
+        if required:
+            raise InvalidInput(f"{name} is required")
+        return None
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{name} must be a string")
+    text = raw.strip()
+    if not text:
+        if required:
+            raise InvalidInput(f"{name} must not be empty")
+        return None
+    if len(text) > max_chars:
+        raise InvalidInput(f"{name} is too long: {len(text)} characters (limit {max_chars})")
+    if "\x00" in text:
+        raise InvalidInput(f"{name} must not contain NUL characters")
+    return text
+
+
+def json_body() -> dict:
+    """The request body as a JSON object, whatever the Content-Type (clients often send none)."""
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    return data
