@@ -178,7 +178,9 @@ def queue_index():
     path = parse_text("path", body.get("path"), required=True, max_chars=4096)
     roots = [r for r in (current_app.config.get("INDEX_ROOTS") or "").split(os.pathsep) if r.strip()]
     if not roots:
-        raise InvalidInput("no index roots are configured; set VTR_INDEX_ROOTS on the server", status=403, code="forbidden")
+        raise InvalidInput(
+            "no index roots are configured; set VTR_INDEX_ROOTS on the server", status=403, code="forbidden"
+        )
     real = os.path.realpath(path)
     allowed = [os.path.realpath(r) for r in roots]
     if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in allowed):

@@ -36,22 +36,54 @@ def _errors(*statuses: int) -> dict:
 
 
 _SEARCH_PARAMS = [
-    {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 20},
-     "description": "Results per page."},
-    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
-     "description": "Results (or videos, with group_by_video) to skip."},
-    {"name": "rerank", "in": "query", "schema": {"type": "boolean"},
-     "description": "Re-rank the top candidates with the matching head (default: when the model has a trained head)."},
-    {"name": "library", "in": "query", "schema": {"type": "string"},
-     "description": "Only videos of this library (id or root path)."},
-    {"name": "path_prefix", "in": "query", "schema": {"type": "string"},
-     "description": "Only videos whose absolute path starts with this prefix."},
-    {"name": "min_duration", "in": "query", "schema": {"type": "number", "minimum": 0},
-     "description": "Only videos at least this long (seconds)."},
-    {"name": "max_duration", "in": "query", "schema": {"type": "number", "minimum": 0},
-     "description": "Only videos at most this long (seconds)."},
-    {"name": "group_by_video", "in": "query", "schema": {"type": "boolean", "default": False},
-     "description": "One result per video (its best moment) with its other matching moments under `moments`."},
+    {
+        "name": "k",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 20},
+        "description": "Results per page.",
+    },
+    {
+        "name": "offset",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+        "description": "Results (or videos, with group_by_video) to skip.",
+    },
+    {
+        "name": "rerank",
+        "in": "query",
+        "schema": {"type": "boolean"},
+        "description": "Re-rank the top candidates with the matching head (default: when the model has a trained head).",
+    },
+    {
+        "name": "library",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Only videos of this library (id or root path).",
+    },
+    {
+        "name": "path_prefix",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Only videos whose absolute path starts with this prefix.",
+    },
+    {
+        "name": "min_duration",
+        "in": "query",
+        "schema": {"type": "number", "minimum": 0},
+        "description": "Only videos at least this long (seconds).",
+    },
+    {
+        "name": "max_duration",
+        "in": "query",
+        "schema": {"type": "number", "minimum": 0},
+        "description": "Only videos at most this long (seconds).",
+    },
+    {
+        "name": "group_by_video",
+        "in": "query",
+        "schema": {"type": "boolean", "default": False},
+        "description": "One result per video (its best moment) with its other matching moments under `moments`.",
+    },
 ]
 
 _SCHEMAS = {
@@ -68,23 +100,39 @@ _SCHEMAS = {
     },
     "ClipHit": {
         "type": "object",
-        "required": ["clip_id", "video_id", "video_path", "start", "end", "score", "itc_score", "match_score",
-                     "thumbnail_url", "video_url"],
+        "required": [
+            "clip_id",
+            "video_id",
+            "video_path",
+            "start",
+            "end",
+            "score",
+            "itc_score",
+            "match_score",
+            "thumbnail_url",
+            "video_url",
+        ],
         "properties": {
             "clip_id": {"type": "integer"},
             "video_id": {"type": "integer"},
             "video_path": {"type": "string"},
             "start": {"type": "number", "description": "Seconds from the start of the video."},
             "end": {"type": "number"},
-            "score": {"type": "number", "description": "Ranking score: match probability (0..1) when re-ranked, else itc_score."},
+            "score": {
+                "type": "number",
+                "description": "Ranking score: match probability (0..1) when re-ranked, else itc_score.",
+            },
             "itc_score": {"type": "number", "description": "Cosine similarity of the embeddings."},
             "match_score": {"type": ["number", "null"], "description": "Matching-head logit; null when not re-ranked."},
             "reranked": {"type": "boolean"},
             "rank": {"type": "integer", "description": "1-based position in the full ranking."},
             "thumbnail_url": {"type": "string"},
             "video_url": {"type": "string", "description": "Video URL with a #t=start,end media fragment."},
-            "moments": {"type": "array", "items": _ref("ClipHit"),
-                        "description": "With group_by_video: the video's other matching clips, best first."},
+            "moments": {
+                "type": "array",
+                "items": _ref("ClipHit"),
+                "description": "With group_by_video: the video's other matching clips, best first.",
+            },
         },
     },
     "TextHit": {
@@ -118,77 +166,164 @@ _SCHEMAS = {
 
 
 def build_document() -> dict:
-    err = {f"E{s}": _json(_ref("Error"), d) for s, d in [
-        (400, "Malformed request"), (401, "Missing or wrong bearer token"),
-        (403, "Admin API disabled, or path outside the allowed roots"), (404, "Not found"),
-        (413, "Upload larger than the limit"), (422, "Invalid parameter or undecodable video"),
-        (429, "Rate limited; see Retry-After"), (503, "Catalog or index unavailable")]}
+    err = {
+        f"E{s}": _json(_ref("Error"), d)
+        for s, d in [
+            (400, "Malformed request"),
+            (401, "Missing or wrong bearer token"),
+            (403, "Admin API disabled, or path outside the allowed roots"),
+            (404, "Not found"),
+            (413, "Upload larger than the limit"),
+            (422, "Invalid parameter or undecodable video"),
+            (429, "Rate limited; see Retry-After"),
+            (503, "Catalog or index unavailable"),
+        ]
+    }
     admin = [{"bearer": []}]
     obj = {"type": "object"}
     paths = {
-        "/api/v1/search": {"get": {
-            "summary": "Text to video moments",
-            "description": "Embedding (ITC) candidates from FAISS; the top `rerank_k` are re-scored by the "
-                           "matching head and sorted by match logit; the rest follow in ITC order.",
-            "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"},
-                            "description": "The text query."}, *_SEARCH_PARAMS],
-            "responses": {"200": _json(_ref("SearchResponse"), "Ranked clips"), **_errors(422, 429, 503)},
-        }},
-        "/api/v1/search/video": {"post": {
-            "summary": "Video to texts or clips (query by example)",
-            "parameters": [{"name": "target", "in": "query", "schema": {"type": "string", "enum": ["clips", "texts"],
-                            "default": "clips"}}, *_SEARCH_PARAMS],
-            "requestBody": {"required": True, "content": {
-                "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                    "file": {"type": "string", "format": "binary"}, "target": {"type": "string"}}}},
-                "application/json": {"schema": {"type": "object", "required": ["clip_id"], "properties": {
-                    "clip_id": {"type": "integer"}, "target": {"type": "string"}, "k": {"type": "integer"}}}},
-            }},
-            "responses": {"200": _json(_ref("SearchResponse"), "Ranked clips or texts"),
-                          **_errors(404, 413, 422, 429, 503)},
-        }},
-        "/api/v1/clips/{clip_id}": {"get": {
-            "summary": "One clip", "parameters": [{"name": "clip_id", "in": "path", "required": True,
-                                                    "schema": {"type": "integer"}}],
-            "responses": {"200": _json(_ref("ClipHit"), "The clip"), **_errors(404)},
-        }},
-        "/api/v1/videos/{video_id}": {"get": {
-            "summary": "One video with its clips", "parameters": [{"name": "video_id", "in": "path", "required": True,
-                                                                    "schema": {"type": "integer"}}],
-            "responses": {"200": _json(obj, "The video"), **_errors(404)},
-        }, "delete": {
-            "summary": "Remove a video from the index (admin)", "security": admin,
-            "parameters": [{"name": "video_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-            "responses": {"200": _json(obj, "Removed"), **_errors(401, 403, 404)},
-        }},
+        "/api/v1/search": {
+            "get": {
+                "summary": "Text to video moments",
+                "description": "Embedding (ITC) candidates from FAISS; the top `rerank_k` are re-scored by the "
+                "matching head and sorted by match logit; the rest follow in ITC order.",
+                "parameters": [
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "The text query.",
+                    },
+                    *_SEARCH_PARAMS,
+                ],
+                "responses": {"200": _json(_ref("SearchResponse"), "Ranked clips"), **_errors(422, 429, 503)},
+            }
+        },
+        "/api/v1/search/video": {
+            "post": {
+                "summary": "Video to texts or clips (query by example)",
+                "parameters": [
+                    {
+                        "name": "target",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["clips", "texts"], "default": "clips"},
+                    },
+                    *_SEARCH_PARAMS,
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {"type": "string", "format": "binary"},
+                                    "target": {"type": "string"},
+                                },
+                            }
+                        },
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["clip_id"],
+                                "properties": {
+                                    "clip_id": {"type": "integer"},
+                                    "target": {"type": "string"},
+                                    "k": {"type": "integer"},
+                                },
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("SearchResponse"), "Ranked clips or texts"),
+                    **_errors(404, 413, 422, 429, 503),
+                },
+            }
+        },
+        "/api/v1/clips/{clip_id}": {
+            "get": {
+                "summary": "One clip",
+                "parameters": [{"name": "clip_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": _json(_ref("ClipHit"), "The clip"), **_errors(404)},
+            }
+        },
+        "/api/v1/videos/{video_id}": {
+            "get": {
+                "summary": "One video with its clips",
+                "parameters": [{"name": "video_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": _json(obj, "The video"), **_errors(404)},
+            },
+            "delete": {
+                "summary": "Remove a video from the index (admin)",
+                "security": admin,
+                "parameters": [{"name": "video_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": _json(obj, "Removed"), **_errors(401, 403, 404)},
+            },
+        },
         "/api/v1/stats": {"get": {"summary": "Counts and index facts", "responses": {"200": _json(obj, "Stats")}}},
-        "/api/v1/health": {"get": {"summary": "Liveness and readiness",
-                                   "responses": {"200": _json(obj, "Healthy"), **_errors(503)}}},
-        "/api/v1/texts": {"post": {
-            "summary": "Add captions to the text corpus (admin)", "security": admin,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["texts"], "properties": {
-                    "texts": {"type": "array", "items": {"type": "string"}}, "source": {"type": "string"}}}}}},
-            "responses": {"201": _json(obj, "Ids of the texts"), **_errors(401, 403, 422)},
-        }},
-        "/api/v1/index": {"post": {
-            "summary": "Queue a file or folder for indexing (admin; under VTR_INDEX_ROOTS only)", "security": admin,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["path"], "properties": {"path": {"type": "string"}}}}}},
-            "responses": {"202": _json(obj, "Queued"), **_errors(401, 403, 404, 422)},
-        }},
+        "/api/v1/health": {
+            "get": {"summary": "Liveness and readiness", "responses": {"200": _json(obj, "Healthy"), **_errors(503)}}
+        },
+        "/api/v1/texts": {
+            "post": {
+                "summary": "Add captions to the text corpus (admin)",
+                "security": admin,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["texts"],
+                                "properties": {
+                                    "texts": {"type": "array", "items": {"type": "string"}},
+                                    "source": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"201": _json(obj, "Ids of the texts"), **_errors(401, 403, 422)},
+            }
+        },
+        "/api/v1/index": {
+            "post": {
+                "summary": "Queue a file or folder for indexing (admin; under VTR_INDEX_ROOTS only)",
+                "security": admin,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["path"],
+                                "properties": {"path": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {"202": _json(obj, "Queued"), **_errors(401, 403, 404, 422)},
+            }
+        },
         "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json(obj, "OpenAPI")}}},
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "vtr video-text retrieval API", "version": "1",
-                 "description": "Errors always have the shape {\"error\": {\"code\", \"message\"}}."},
+        "info": {
+            "title": "vtr video-text retrieval API",
+            "version": "1",
+            "description": 'Errors always have the shape {"error": {"code", "message"}}.',
+        },
         "paths": paths,
         "components": {
             "schemas": _SCHEMAS,
             "responses": err,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "The server's VTR_ADMIN_TOKEN"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "The server's VTR_ADMIN_TOKEN"}
+            },
         },
     }
 
