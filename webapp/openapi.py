@@ -120,7 +120,7 @@ _SCHEMAS = {
             "end": {"type": "number"},
             "score": {
                 "type": "number",
-                "description": "Ranking score: match probability (0..1) when re-ranked, else itc_score.",
+                "description": "What the result was ranked by: match_score for the first `reranked` results, itc_score after them.",
             },
             "itc_score": {"type": "number", "description": "Cosine similarity of the embeddings."},
             "match_score": {"type": ["number", "null"], "description": "Matching-head logit; null when not re-ranked."},

@@ -1,0 +1,260 @@
+"""``vtr serve``, ``vtr search`` and ``vtr demo``: thin click wrappers over the web app and the engine.
+
+They reach the ``vtr`` group through the ``vtr.commands`` entry points (setup.cfg), so the indexer's
+CLI never imports the web app. ``python -m webapp.cli`` runs the same commands without the group.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from retrieval.errors import VTRError
+from retrieval.settings import get_setting, resolve
+
+
+def _help(name: str) -> str:
+    s = get_setting(name)
+    env = f" [env {s.env}]" if s.env else ""
+    return s.help + env
+
+
+def engine_options(fn):
+    """--home/--db/--model/--checkpoint/--rerank-k, shared by every command that searches."""
+    for name in ("rerank_k", "checkpoint", "model", "db", "home"):
+        s = get_setting(name)
+        kind = click.IntRange(min=0) if name == "rerank_k" else None
+        fn = click.option(s.flag, name, type=kind, default=None, help=_help(name))(fn)
+    return fn
+
+
+def _engine(home, db, model, checkpoint, rerank_k):
+    from retrieval.engine import SearchEngine
+
+    return SearchEngine(home=home, db=db, model=model, checkpoint=checkpoint, rerank_k=rerank_k)
+
+
+def _fmt_time(s: float) -> str:
+    m, sec = divmod(max(0.0, float(s)), 60)
+    return f"{int(m)}:{sec:04.1f}"
+
+
+def _print_results(result: dict) -> None:
+    hits = result["results"]
+    if not hits:
+        click.echo("no results")
+        return
+    for h in hits:
+        kind = "match" if h.get("reranked") else "itc"
+        if "text_id" in h:
+            click.echo(f"{h['rank']:>4}  {h['score']:.3f} {kind:<5}  {h['text']}")
+            continue
+        click.echo(
+            f"{h['rank']:>4}  {h['score']:.3f} {kind:<5}  {h['video_path']}  "
+            f"{_fmt_time(h['start'])}-{_fmt_time(h['end'])}  (clip {h['clip_id']})"
+        )
+        for m in h.get("moments", []):
+            click.echo(f"{'':>4}  {m['score']:.3f} {'':<5}    also {_fmt_time(m['start'])}-{_fmt_time(m['end'])}")
+    click.echo(f"({len(hits)} results, {result['took_ms']:.0f} ms, {result['reranked']} re-ranked)", err=True)
+
+
+@click.command("search")
+@click.argument("query", required=False)
+@click.option("--video", "video", type=click.Path(dir_okay=False, path_type=Path), help="Search with this video file instead of text.")  # fmt: skip
+@click.option("--clip", "clip_id", type=click.IntRange(min=0), help="Search with an indexed clip (its id) instead of text.")  # fmt: skip
+@click.option("--target", type=click.Choice(["texts", "clips"]), default=None, help="What a video query finds: captions (texts, default for --video) or similar clips.")  # fmt: skip
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Number of results.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Results to skip (paging).")
+@click.option("--rerank/--no-rerank", default=None, help="Re-rank the top candidates with the matching head (default: when the model's head is trained).")  # fmt: skip
+@click.option("--group-by-video", is_flag=True, help="One result per video: its best moment and its other matching moments.")  # fmt: skip
+@click.option("--library", default=None, help="Only videos of this library (id or root folder).")
+@click.option("--path-prefix", default=None, help="Only videos whose path starts with this.")
+@click.option("--min-duration", type=click.FloatRange(min=0), default=None, help="Only videos at least this many seconds long.")  # fmt: skip
+@click.option("--max-duration", type=click.FloatRange(min=0), default=None, help="Only videos at most this many seconds long.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON (the API's shape).")
+@engine_options
+def search(query, video, clip_id, target, k, offset, rerank, group_by_video, library, path_prefix, min_duration, max_duration, as_json, home, db, model, checkpoint, rerank_k):  # fmt: skip
+    """Search the index: `vtr search "a dog catches a frisbee"` or `vtr search --video clip.mp4`."""
+    from retrieval.engine import SearchFilters
+
+    given = [x is not None for x in (query, video, clip_id)]
+    if sum(given) != 1:
+        raise click.UsageError("give exactly one of a text QUERY, --video FILE or --clip ID")
+    if query is not None and target is not None:
+        raise click.UsageError("--target applies to --video and --clip searches only")
+    engine = _engine(home, db, model, checkpoint, rerank_k)
+    filters = SearchFilters(library, path_prefix, min_duration, max_duration)
+    opts = {"k": k, "offset": offset, "rerank": rerank, "filters": filters, "group_by_video": group_by_video}
+    try:
+        if query is not None:
+            result = engine.search_text(query, **opts)
+        elif video is not None:
+            result = engine.search_video(path=video, target=target or "texts", **opts)
+        else:
+            result = engine.search_video(clip_id=clip_id, target=target or "clips", **opts)
+    finally:
+        engine.close()
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+    else:
+        _print_results(result)
+
+
+def _setting_option(name: str, **kw):
+    s = get_setting(name)
+    return click.option(s.flag, name, default=None, help=_help(name), **kw)
+
+
+def run_server(app, host: str, port: int, threads: int) -> None:
+    """Serve ``app`` with waitress (a production WSGI server: thread pool, no debugger, no reloader)."""
+    import logging
+
+    from waitress import serve as waitress_serve
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" chatter under load
+    waitress_serve(app, host=host, port=port, threads=threads, ident="vtr", channel_timeout=120, clear_untrusted_proxy_headers=True)  # fmt: skip
+
+
+@click.command("serve")
+@_setting_option("host")
+@_setting_option("port", type=click.IntRange(0, 65535))
+@_setting_option("server_threads", type=click.IntRange(1, 256))
+@engine_options
+def serve(host, port, server_threads, home, db, model, checkpoint, rerank_k):
+    """Serve the web UI and the JSON API (http://127.0.0.1:8000 by default)."""
+    import logging
+
+    from webapp import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port, threads = (
+        resolve("host", host),
+        int(resolve("port", port)),
+        int(resolve("server_threads", server_threads)),
+    )
+    engine = _engine(home, db, model, checkpoint, rerank_k).load()
+    app = create_app({"ENGINE": engine, "HOME": str(engine.home.root), "DB": db, "MODEL": model, "CHECKPOINT": checkpoint, "RERANK_K": engine.rerank_k})  # fmt: skip
+    stats = engine.stats()
+    click.echo(
+        f"vtr: {stats['videos']} videos, {stats['clips']} clips, {stats['texts']} captions, model {engine.model_name}"
+    )
+    click.echo(f"serving on http://{host}:{port}  (Ctrl-C to stop)")
+    run_server(app, host, port, threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def _vtr_command() -> list[str]:
+    """How to run the `vtr` CLI in a child process (the indexer is reached through its CLI, not imported)."""
+    exe = Path(sys.executable).with_name("vtr")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("vtr")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from indexer.cli import main; main()"]
+
+
+def demo_examples(captions: list[dict], n: int = 5) -> list[str]:
+    """A few distinct captions of the generated clips, as queries to try."""
+    seen, out = set(), []
+    for rec in captions:
+        text = rec.get("caption", "").strip()
+        if text and text not in seen and rec.get("kind") != "long":
+            seen.add(text)
+            out.append(text)
+        if len(out) >= n:
+            break
+    return out
+
+
+def build_demo(home: Path, clips: int, long_videos: int, seed: int, model: str | None, checkpoint: str | None) -> dict:
+    """Generate a sample library, index it, load its captions; returns what was built. Idempotent."""
+    from retrieval.engine import SearchEngine
+    from retrieval.synth import generate, read_captions
+
+    home = home.absolute()
+    library = home / "library"
+    short_dir, long_dir = library / "clips", library / "long"
+    if not (short_dir / "captions.jsonl").exists():
+        click.echo(f"generating {clips} short clips in {short_dir} ...")
+        generate(short_dir, clips, seed=seed, split="test")
+    if long_videos and not (long_dir / "captions.jsonl").exists():
+        click.echo(f"generating {long_videos} long multi-event videos in {long_dir} ...")
+        generate(long_dir, long_videos, seed=seed, split="test", long=True)
+    click.echo(f"indexing {library} ...")
+    cmd = [*_vtr_command(), "index", str(library), "--home", str(home)]
+    if model:
+        cmd += ["--model", model]
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint)]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise VTRError(f"indexing the demo library failed (exit {proc.returncode}): {' '.join(cmd)}")
+    records = read_captions(short_dir) + (read_captions(long_dir) if long_videos else [])
+    corpus = []
+    for rec in records:
+        corpus.append(rec["caption"])
+        corpus += [e["caption"] for e in rec.get("events", [])]
+    engine = SearchEngine(home=home, model=model, checkpoint=checkpoint)
+    try:
+        ids = engine.add_texts(corpus, source="demo captions")
+        stats = engine.stats()
+    finally:
+        engine.close()
+    click.echo(f"loaded {len(set(ids))} captions for video->text search")
+    return {"home": home, "stats": stats, "examples": demo_examples(records)}
+
+
+@click.command("demo")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-data"), show_default=True, help="Where the demo library and its index go.")  # fmt: skip
+@click.option("--clips", type=click.IntRange(min=1), default=96, show_default=True, help="Short generated clips.")
+@click.option("--long", "long_videos", type=click.IntRange(min=0), default=6, show_default=True, help="Long multi-event videos.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same library.")
+@click.option("--serve/--no-serve", default=True, help="Serve the UI when the library is ready (default) or just build it.")  # fmt: skip
+@_setting_option("host")
+@_setting_option("port", type=click.IntRange(0, 65535))
+@_setting_option("model")
+@_setting_option("checkpoint")
+def demo(home, clips, long_videos, seed, serve, host, port, model, checkpoint):
+    """Generate a sample library, index it with the demo model, and serve the UI."""
+    from retrieval.engine import SearchEngine
+    from webapp import create_app
+
+    built = build_demo(home, clips, long_videos, seed, model, checkpoint)
+    s = built["stats"]
+    click.echo(f"demo ready: {s['videos']} videos, {s['clips']} clips, {s['texts']} captions in {built['home']}")
+    click.echo("try these searches:")
+    for q in built["examples"]:
+        click.echo(f"  {q}")
+    if not serve:
+        return
+    host, port = resolve("host", host), int(resolve("port", port))
+    engine = SearchEngine(home=built["home"], model=model, checkpoint=checkpoint).load()
+    app = create_app({"ENGINE": engine, "HOME": str(built["home"])})
+    click.echo(f"open http://{host}:{port}  (Ctrl-C to stop)")
+    run_server(app, host, port, int(resolve("server_threads")))
+
+
+class _Standalone(click.Group):
+    """The web app's commands without the `vtr` group (``python -m webapp.cli ...``)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VTRError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
+
+
+standalone = _Standalone("webapp", commands={"serve": serve, "search": search, "demo": demo})
+
+if __name__ == "__main__":  # pragma: no cover
+    standalone(prog_name="python -m webapp.cli")
