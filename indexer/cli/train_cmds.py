@@ -33,7 +33,9 @@ def synth_cmd(out: Path, count: int, seed: int, split: str, long_: bool) -> None
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Override the output checkpoint path.")  # fmt: skip
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None, help="Override the training data directory.")  # fmt: skip
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the config's).")
-def train_cmd(config_path: Path, resume: bool, steps, output, data, device) -> None:
+@click.option("--stop-at", type=click.IntRange(min=1), default=None,
+              help="Stop at this step, keeping only the resume state (run long jobs in slices).")  # fmt: skip
+def train_cmd(config_path: Path, resume: bool, steps, output, data, device, stop_at) -> None:
     """Train a model (VTC + VTM) and write a project checkpoint."""
     import logging
 
@@ -44,8 +46,8 @@ def train_cmd(config_path: Path, resume: bool, steps, output, data, device) -> N
     for name, value in (("steps", steps), ("output", output), ("data", data), ("device", device)):
         if value is not None:
             setattr(cfg, name, str(value) if isinstance(value, Path) else value)
-    path = train(cfg, resume=resume, progress=True)
-    click.echo(f"wrote {path}")
+    path = train(cfg, resume=resume, progress=True, stop_at=stop_at)
+    click.echo(f"wrote {path}" if path else f"stopped at step {stop_at}; continue with --resume")
 
 
 @main.command("eval")

@@ -84,8 +84,12 @@ def _batch_loss(model, batch, tokenizer, cfg: TrainCfg, step: int, device):
     return loss, stats
 
 
-def train(cfg: TrainCfg, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or continue) a training run and write the project checkpoint to ``cfg.output``."""
+def train(cfg: TrainCfg, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> Path | None:
+    """Run (or continue) a training run and write the project checkpoint to ``cfg.output``.
+
+    ``stop_at`` ends this session early at that step, saving only the resume state (for running a
+    long job in slices); the result is then None and ``--resume`` continues the same run.
+    """
     from retrieval.checkpoints import save_checkpoint
     from retrieval.factory import create_model_and_transforms
     from retrieval.training.data import ClipBatches, frame_cache
@@ -112,8 +116,9 @@ def train(cfg: TrainCfg, resume: bool = False, progress: bool = True) -> Path:
 
         bar = tqdm(total=cfg.steps, initial=start, unit="step", desc=f"train {cfg.model}", dynamic_ncols=True)
     t0, seen = time.perf_counter(), 0
+    end = cfg.steps if stop_at is None else max(start, min(stop_at, cfg.steps))
     try:
-        for step in range(start, cfg.steps):
+        for step in range(start, end):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
             loss, stats = _batch_loss(model, batches.batch(step), tokenizer, cfg, step, device)
@@ -138,7 +143,10 @@ def train(cfg: TrainCfg, resume: bool = False, progress: bool = True) -> Path:
             bar.close()
         log_file.close()
     wall = elapsed + time.perf_counter() - t0
-    _save_state(state_path(output), model, optimizer, cfg.steps, wall)
+    _save_state(state_path(output), model, optimizer, end, wall)
+    if end < cfg.steps:
+        log.info("stopped at step %d of %d; continue with --resume", end, cfg.steps)
+        return None
     model.match_head_trained = cfg.vtm_weight > 0 and model.match_head is not None
     model.eval()
     dtype = torch.float16 if cfg.save_dtype == "float16" else None
