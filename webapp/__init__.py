@@ -91,3 +91,23 @@ def get_engine():
                 )
                 app.extensions["vtr.engine"] = engine
     return engine
+
+
+def get_index_queue():
+    """The app's indexing queue (``POST /api/v1/index``), created on first use."""
+    app = current_app
+    queue = app.extensions.get("vtr.index_queue")
+    if queue is None:
+        with _engine_lock:
+            queue = app.extensions.get("vtr.index_queue")
+            if queue is None:
+                from webapp.jobs import IndexQueue
+
+                c = app.config
+                home = c["HOME"]
+                engine = app.extensions.get("vtr.engine")
+                if engine is not None:
+                    home = str(engine.home.root)
+                queue = IndexQueue(home, db=c["DB"], model=c["MODEL"], checkpoint=c["CHECKPOINT"])
+                app.extensions["vtr.index_queue"] = queue
+    return queue

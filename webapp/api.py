@@ -13,8 +13,8 @@ from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, request
 
-from retrieval.errors import InvalidInput
-from webapp import MAX_K, MAX_OFFSET, get_engine
+from retrieval.errors import InvalidInput, NotFound
+from webapp import MAX_K, MAX_OFFSET, get_engine, get_index_queue
 from webapp.guards import json_body, limit_rate, parse_bool, parse_float, parse_int, parse_text, require_admin
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -187,8 +187,24 @@ def queue_index():
         raise InvalidInput("path is not under a configured index root", status=403, code="forbidden")
     if not os.path.exists(real):
         raise InvalidInput("path does not exist", status=404, code="not_found")
-    job = get_engine().queue_index(real)
+    job = get_index_queue().submit(real)
+    job["status_url"] = f"/api/v1/index/jobs/{job['job_id']}"
     return jsonify(job), 202
+
+
+@bp.get("/index/jobs")
+def index_jobs():
+    require_admin()
+    return jsonify({"jobs": get_index_queue().list()})
+
+
+@bp.get("/index/jobs/<int:job_id>")
+def index_job(job_id: int):
+    require_admin()
+    job = get_index_queue().get(job_id)
+    if job is None:
+        raise NotFound(f"no index job {job_id} (jobs are kept in memory until the server restarts)")
+    return jsonify(job)
 
 
 @bp.delete("/videos/<int:video_id>")

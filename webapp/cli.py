@@ -7,7 +7,6 @@ CLI never imports the web app. ``python -m webapp.cli`` runs the same commands w
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import click
 
 from retrieval.errors import VTRError
 from retrieval.settings import get_setting, resolve
+from webapp.jobs import vtr_command
 
 
 def _help(name: str) -> str:
@@ -151,17 +151,6 @@ def serve(host, port, server_threads, home, db, model, checkpoint, rerank_k):
 # demo
 
 
-def _vtr_command() -> list[str]:
-    """How to run the `vtr` CLI in a child process (the indexer is reached through its CLI, not imported)."""
-    exe = Path(sys.executable).with_name("vtr")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("vtr")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from indexer.cli import main; main()"]
-
-
 def demo_examples(captions: list[dict], n: int = 5) -> list[str]:
     """A few distinct captions of the generated clips, as queries to try."""
     seen, out = set(), []
@@ -190,7 +179,7 @@ def build_demo(home: Path, clips: int, long_videos: int, seed: int, model: str |
         click.echo(f"generating {long_videos} long multi-event videos in {long_dir} ...")
         generate(long_dir, long_videos, seed=seed, split="test", long=True)
     click.echo(f"indexing {library} ...")
-    cmd = [*_vtr_command(), "index", str(library), "--home", str(home)]
+    cmd = [*vtr_command(), "index", str(library), "--home", str(home)]
     if model:
         cmd += ["--model", model]
     if checkpoint:

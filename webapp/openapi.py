@@ -21,18 +21,20 @@ def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_ERROR_RESPONSES = {
+    400: "Malformed request",
+    401: "Missing or wrong bearer token",
+    403: "Admin API disabled, or path outside the allowed roots",
+    404: "Not found",
+    413: "Upload larger than the limit",
+    422: "Invalid parameter or undecodable video",
+    429: "Rate limited; see Retry-After",
+    503: "Catalog or index unavailable",
+}
+
+
 def _errors(*statuses: int) -> dict:
-    words = {
-        400: "Malformed request",
-        401: "Missing or wrong bearer token",
-        403: "Admin API disabled, or path outside the allowed roots",
-        404: "No such clip, video or route",
-        413: "Upload larger than the limit",
-        422: "Invalid parameter or undecodable video",
-        429: "Too many requests from this client (see Retry-After)",
-        503: "Catalog or index unavailable",
-    }
-    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses if s in words}
+    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
 
 
 _SEARCH_PARAMS = [
@@ -166,19 +168,7 @@ _SCHEMAS = {
 
 
 def build_document() -> dict:
-    err = {
-        f"E{s}": _json(_ref("Error"), d)
-        for s, d in [
-            (400, "Malformed request"),
-            (401, "Missing or wrong bearer token"),
-            (403, "Admin API disabled, or path outside the allowed roots"),
-            (404, "Not found"),
-            (413, "Upload larger than the limit"),
-            (422, "Invalid parameter or undecodable video"),
-            (429, "Rate limited; see Retry-After"),
-            (503, "Catalog or index unavailable"),
-        ]
-    }
+    err = {f"E{s}": _json(_ref("Error"), d) for s, d in _ERROR_RESPONSES.items()}
     admin = [{"bearer": []}]
     obj = {"type": "object"}
     paths = {
@@ -306,6 +296,21 @@ def build_document() -> dict:
                     },
                 },
                 "responses": {"202": _json(obj, "Queued"), **_errors(401, 403, 404, 422)},
+            }
+        },
+        "/api/v1/index/jobs": {
+            "get": {
+                "summary": "Indexing jobs queued since the server started, newest first (admin)",
+                "security": admin,
+                "responses": {"200": _json(obj, "Jobs"), **_errors(401, 403)},
+            }
+        },
+        "/api/v1/index/jobs/{job_id}": {
+            "get": {
+                "summary": "One indexing job: queued, running, done or failed, with the tail of its output (admin)",
+                "security": admin,
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": _json(obj, "The job"), **_errors(401, 403, 404)},
             }
         },
         "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json(obj, "OpenAPI")}}},
