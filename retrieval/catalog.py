@@ -232,6 +232,12 @@ class ClipSpan:
     end: float
     start_frame: int
     end_frame: int
+    has_thumbnail: bool = False  # a JPEG exists at thumbs/<clip id>.jpg in the data home
+
+
+def thumbnail_relpath(clip_id: int) -> str:
+    """Where a clip's thumbnail lives, relative to the data home (see retrieval.home)."""
+    return f"thumbs/{int(clip_id)}.jpg"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,6 +570,18 @@ class Catalog:
                         for s in spans
                     ]
                     ids = self._insert_clips(conn, rows)
+                    thumbs = [
+                        {"cid": c, "thumb": thumbnail_relpath(c)}
+                        for c, sp in zip(ids, spans, strict=True)
+                        if sp.has_thumbnail
+                    ]
+                    if thumbs:
+                        conn.execute(
+                            sa.update(clips)
+                            .where(clips.c.id == sa.bindparam("cid"))
+                            .values(thumbnail=sa.bindparam("thumb")),
+                            thumbs,
+                        )
                 new_ids.append(ids)
             if before_commit is not None:
                 before_commit(new_ids, old_ids)

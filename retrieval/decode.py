@@ -248,9 +248,13 @@ class Video:
             duration = float(t[-1] + step)
             fps = len(t) / duration if duration > 0 else (rate or 0.0)
         else:
-            stream_dur = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
-            duration = stream_dur or (1.0 / rate if rate else 0.0)
-            fps = rate or (1.0 / duration if duration else 0.0)
+            candidates = [
+                float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0,
+                (self._container.duration or 0) / 1e6,
+                1.0 / rate if rate else 0.0,
+            ]
+            duration = next((d for d in candidates if 0 < d < 1e7), 0.0)
+            fps = rate if rate and 0 < rate < 1e4 else (1.0 / duration if duration else 0.0)
         info = VideoInfo(
             num_frames=len(t),
             fps=round(fps, 6),
@@ -304,6 +308,7 @@ class Video:
         decoded frame if it got any frame, and skipped otherwise; ``self.frames_decoded`` says how far
         decoding got.
         """
+        self.incomplete_windows = 0
         wanted: dict[int, list[tuple[int, int]]] = {}
         remaining: list[int] = []
         for w, idx in enumerate(windows):
@@ -333,11 +338,13 @@ class Video:
                         yield w, np.stack(buffers.pop(w))
             if i >= last_needed:
                 break
+        self.incomplete_windows = 0
         for w in sorted(buffers):  # file ended early: pad partially decoded windows
             buf = buffers[w]
             got = [b for b in buf if b is not None]
             if not got:
                 continue
+            self.incomplete_windows += 1
             filled, prev = [], got[0]
             for b in buf:
                 prev = b if b is not None else prev

@@ -1,0 +1,227 @@
+"""``vtr index``, ``vtr status``, ``vtr texts add``, ``vtr db upgrade``: thin wrappers over the indexer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from indexer.cli import main
+from retrieval.settings import get_setting
+
+
+def _help(name: str) -> str:
+    s = get_setting(name)
+    env = f" [env {s.env}]" if s.env else ""
+    return s.help + env
+
+
+def _home_options(f):
+    f = click.option("--db", default=None, help=_help("db"))(f)
+    f = click.option("--home", default=None, type=click.Path(file_okay=False), help=_help("home"))(f)
+    return f
+
+
+def _model_options(f):
+    f = click.option(
+        "--checkpoint", default=None, type=click.Path(dir_okay=False, exists=True), help=_help("checkpoint")
+    )(f)
+    f = click.option("--model", default=None, help=_help("model"))(f)
+    return f
+
+
+def _quiet_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@_home_options
+@_model_options
+@click.option("--clip-seconds", type=click.FloatRange(min=0.1), default=None, help=_help("clip_seconds"))
+@click.option("--stride", type=click.FloatRange(min=0.1), default=None, help=_help("clip_stride"))
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=_help("index_workers"))
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help=_help("index_batch_size"))
+@click.option("--file-timeout", type=click.FloatRange(min=0.1), default=None, help=_help("file_timeout"))
+@click.option("--index-factory", default=None, help=_help("index_factory"))
+@click.option("--prune", is_flag=True, help="Remove files from the index that no longer exist under the given folders.")
+@click.option("--device", default=None, help="Model device: cpu, cuda, cuda:1 ... (default: cuda when available).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--verbose", "-v", is_flag=True, help="Log what the indexer does.")
+def index_cmd(paths, home, db, model, checkpoint, clip_seconds, stride, workers, batch_size, file_timeout,
+              index_factory, prune, device, as_json, quiet, verbose) -> None:  # fmt: skip
+    """Index the videos in PATHS (folders, searched recursively, or files) into the data home.
+
+    Unchanged files are skipped, changed ones indexed again. Exit code 0: every file is indexed or
+    unchanged; 1: some files failed (the rest is committed); 2: usage error.
+    """
+    from indexer.pipeline import IndexOptions, check_model_name, run_index
+
+    _quiet_logging(verbose)
+    check_model_name(model, checkpoint)
+    opts = IndexOptions(
+        paths=list(paths),
+        home=home,
+        db=db,
+        model=model,
+        checkpoint=checkpoint,
+        clip_seconds=clip_seconds,
+        stride=stride,
+        workers=workers,
+        batch_size=batch_size,
+        prune=prune,
+        file_timeout=file_timeout,
+        index_factory=index_factory,
+        device=device,
+        progress=not quiet and not as_json,
+    )
+    report = run_index(opts)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=1))
+    else:
+        _print_report(report)
+    sys.exit(report.exit_code)
+
+
+def _print_report(report) -> None:
+    click.echo(
+        f"indexed {len(report.indexed)} file(s), {report.clips} clips in {report.seconds:.1f} s "
+        f"({report.clips_per_second:.1f} clips/s); {report.unchanged} unchanged; {len(report.failed)} failed"
+    )
+    if report.pruned:
+        click.echo(f"pruned {len(report.pruned)} file(s) that no longer exist")
+    if report.requeued:
+        click.echo(f"re-indexed {len(report.requeued)} file(s) whose stored vectors were missing")
+    click.echo(f"index: {report.vectors} vectors ({report.index_factory}), model {report.model}")
+    if report.warnings:
+        click.echo("partly readable:")
+        for w in report.warnings:
+            click.echo(f"  {w['path']}: {w['warning']}")
+    if report.missing:
+        click.echo(f"{len(report.missing)} indexed file(s) no longer exist (run with --prune to remove them):")
+        for p in report.missing[:20]:
+            click.echo(f"  {p}")
+    if report.failed:
+        click.echo("failed:", err=True)
+        for f in report.failed:
+            click.echo(f"  {f['path']}: {f['reason']}", err=True)
+
+
+@main.command("status")
+@_home_options
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON: videos, clips, vectors, texts, failed [{path, reason}], ..."
+)
+def status_cmd(home, db, as_json) -> None:
+    """Counts of indexed videos, clips, vectors and texts, and the files that failed."""
+    from indexer.status import collect_status
+    from retrieval.home import DataHome
+
+    st = collect_status(DataHome(home), db)
+    if as_json:
+        click.echo(json.dumps(st, indent=1))
+        return
+    hours = st["duration"] / 3600
+    click.echo(f"home      {st['home']}")
+    click.echo(f"model     {st['model'] or '-'}")
+    click.echo(f"videos    {st['videos']} ({len(st['libraries'])} libraries, {hours:.2f} h)")
+    click.echo(f"clips     {st['clips']}")
+    click.echo(f"vectors   {st['vectors']}" + (f" ({st['index_factory']})" if st["index_factory"] else ""))
+    click.echo(f"texts     {st['texts']} ({st['text_vectors']} vectors)")
+    click.echo(f"failed    {len(st['failed'])}")
+    for f in st["failed"]:
+        click.echo(f"  {f['path']}: {f['reason']}")
+    if st["warnings"]:
+        click.echo(f"partly readable {len(st['warnings'])}")
+        for w in st["warnings"]:
+            click.echo(f"  {w['path']}: {w['warning']}")
+
+
+@main.group("texts")
+def texts_group() -> None:
+    """The caption corpus searched by video->text queries."""
+
+
+@texts_group.command("add")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_home_options
+@_model_options
+@click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "csv", "tsv"]), default=None,
+              help="File format (default: from the extension).")  # fmt: skip
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Texts per forward pass."
+)
+@click.option("--device", default=None, help="Model device (default: cuda when available).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def texts_add_cmd(file: Path, home, db, model, checkpoint, fmt, batch_size, device, as_json) -> None:
+    """Embed the captions in FILE (.txt lines, .jsonl, .csv) into the text index."""
+    import migrations
+    from indexer.pipeline import HomeLock, check_model_name, load_model
+    from indexer.texts import add_texts, read_texts
+    from retrieval.catalog import Catalog
+    from retrieval.home import DataHome
+    from retrieval.settings import resolve
+
+    check_model_name(model, checkpoint)
+    items = read_texts(file, fmt)
+    h = DataHome(home).ensure()
+    with HomeLock(h.lock_path):
+        url = h.db_url(db)
+        migrations.upgrade(url)
+        catalog = Catalog(url)
+        try:
+            name = model or (None if checkpoint else resolve("model"))
+            m, _, tokenizer = load_model(name, checkpoint, device)
+            rep = add_texts(items, source=str(file.resolve()), home=h, catalog=catalog, model=m, tokenizer=tokenizer,
+                            batch_size=batch_size)  # fmt: skip
+        finally:
+            catalog.close()
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=1))
+    else:
+        click.echo(
+            f"added {rep.added} text(s) from {file.name} ({rep.duplicates} duplicate or already present); "
+            f"corpus: {rep.total} texts, {rep.vectors} vectors"
+        )
+
+
+@main.group("db")
+def db_group() -> None:
+    """The catalog database schema."""
+
+
+@db_group.command("upgrade")
+@_home_options
+@click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
+def db_upgrade_cmd(home, db, revision) -> None:
+    """Create or migrate the catalog schema (SQLite in the data home, or --db URL)."""
+    import migrations
+    from retrieval.catalog import _redact
+    from retrieval.home import DataHome
+
+    h = DataHome(home)
+    url = h.db_url(db)
+    if url.startswith("sqlite:///"):
+        h.ensure()
+    before = migrations.current(url)
+    after = migrations.upgrade(url, revision)
+    state = "already at" if before == after else f"upgraded from {before or 'empty'} to"
+    click.echo(f"catalog {_redact(url)}: {state} revision {after}")
+
+
+@db_group.command("current")
+@_home_options
+def db_current_cmd(home, db) -> None:
+    """Print the catalog's schema revision and the newest one this version knows."""
+    import migrations
+    from retrieval.home import DataHome
+
+    url = DataHome(home).db_url(db)
+    click.echo(f"current {migrations.current(url) or 'empty'}; head {migrations.head()}")

@@ -1,0 +1,152 @@
+"""Finding video files under library roots.
+
+Symlinks are followed (libraries are often assembled from links), but every directory is entered
+at most once by its (device, inode), so a link pointing back up the tree cannot loop, and a file
+reachable through two links is indexed once, under the first path found. Paths that cannot be read
+are reported, not fatal. Hidden folders and files (``.name``, e.g. ``.Trash``, macOS ``._`` resource
+forks) are skipped, and so is the data home if it lies inside a root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .m2v .ts .mts .m2ts .wmv .asf .flv .3gp .3g2 .ogv .mxf .vob .dv .qt .hevc .h264".split()
+)
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    root: str  # absolute library root the file was found under
+    path: str  # absolute path (symlinks kept as found, not resolved)
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ScanResult:
+    files: list[FoundFile] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    roots: list[str] = field(default_factory=list)  # folders scanned completely (for --prune)
+    file_roots: list[str] = field(default_factory=list)  # single files given as roots
+
+    def covers(self, path: str) -> bool:
+        """True when this scan looked at ``path``'s location, so its absence means it is gone."""
+        return path in self.file_roots or under_roots(path, self.roots)
+
+
+def is_video_name(name: str, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions
+
+
+def _abs(path: str | os.PathLike) -> str:
+    return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def scan(
+    roots: Iterable[str | os.PathLike],
+    *,
+    extensions: Iterable[str] = VIDEO_EXTENSIONS,
+    exclude: Iterable[str | os.PathLike] = (),
+) -> ScanResult:
+    """Every video file under ``roots`` (folders or single files), sorted by path within each root."""
+    exts = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    excluded = {_real_key(p) for p in exclude if os.path.exists(p)}
+    result = ScanResult()
+    seen_files: set[tuple[int, int]] = set()
+    for raw in roots:
+        root = _abs(raw)
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            result.errors.append((root, _reason(exc)))
+            continue
+        if stat.S_ISREG(st.st_mode):
+            # a single file: its library root is its folder, but only the file itself was scanned
+            result.file_roots.append(root)
+            key = (st.st_dev, st.st_ino)
+            if key not in seen_files:
+                seen_files.add(key)
+                result.files.append(FoundFile(os.path.dirname(root), root, st.st_size, st.st_mtime_ns))
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            result.errors.append((root, "not a file or folder"))
+            continue
+        result.roots.append(root)
+        found = list(_walk(root, exts, excluded, seen_files, result.errors))
+        found.sort(key=lambda f: f.path)
+        result.files.extend(found)
+    return result
+
+
+def _real_key(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _walk(
+    root: str, exts: frozenset[str], excluded: set, seen_files: set, errors: list[tuple[str, str]]
+) -> Iterator[FoundFile]:
+    visited_dirs: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            key = _real_key(folder)
+        except OSError as exc:
+            errors.append((folder, _reason(exc)))
+            continue
+        if key in visited_dirs or key in excluded:
+            continue
+        visited_dirs.add(key)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            errors.append((folder, _reason(exc)))
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except OSError as exc:  # dangling symlink, permission denied
+                if is_video_name(entry.name, exts):
+                    errors.append((entry.path, "broken symbolic link" if entry.is_symlink() else _reason(exc)))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(entry.path)
+            elif stat.S_ISREG(st.st_mode) and is_video_name(entry.name, exts):
+                fkey = (st.st_dev, st.st_ino)
+                if fkey in seen_files:
+                    continue
+                if not os.access(entry.path, os.R_OK):
+                    errors.append((entry.path, "permission denied"))
+                    continue
+                seen_files.add(fkey)
+                yield FoundFile(root, entry.path, st.st_size, st.st_mtime_ns)
+        stack.extend(sorted(subdirs, reverse=True))
+
+
+def under_roots(path: str, roots: Iterable[str]) -> bool:
+    """True when ``path`` lies inside one of ``roots`` (by path, not by resolved link target)."""
+    p = Path(path)
+    for r in roots:
+        try:
+            p.relative_to(r)
+            return True
+        except ValueError:
+            continue
+    return False

@@ -1,0 +1,54 @@
+"""What is in a data home: the numbers behind `vtr status`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from retrieval.catalog import Catalog
+from retrieval.home import DataHome
+from retrieval.index import read_sidecar
+
+
+def _sqlite_missing(url: str) -> bool:
+    u = sa.engine.make_url(url)
+    return u.get_backend_name() == "sqlite" and bool(u.database) and not Path(u.database).exists()
+
+
+def collect_status(home: DataHome, db: str | None = None) -> dict:
+    """Counts of videos, clips, vectors (FAISS, as saved), texts and failed files with reasons."""
+    url = home.db_url(db)
+    clip_meta = read_sidecar(home.clip_index_path) if home.clip_index_path.exists() else None
+    text_meta = read_sidecar(home.text_index_path) if home.text_index_path.exists() else None
+    out = {
+        "home": str(home.root),
+        "videos": 0,
+        "clips": 0,
+        "vectors": int(clip_meta["count"]) if clip_meta else 0,
+        "texts": 0,
+        "text_vectors": int(text_meta["count"]) if text_meta else 0,
+        "failed": [],
+        "warnings": [],
+        "libraries": [],
+        "duration": 0.0,
+        "model": (clip_meta or text_meta or {}).get("model"),
+        "index_factory": clip_meta.get("factory") if clip_meta else None,
+    }
+    if _sqlite_missing(url):
+        return out
+    catalog = Catalog(url, create=False)
+    try:
+        stats = catalog.stats()
+        out.update(
+            videos=stats["videos"],
+            clips=stats["clips"],
+            texts=stats["texts"],
+            duration=round(stats["duration"], 3),
+            failed=catalog.failed_videos(),
+            warnings=catalog.warnings(),
+            libraries=catalog.libraries(),
+        )
+    finally:
+        catalog.close()
+    return out

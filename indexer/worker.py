@@ -1,0 +1,115 @@
+"""The decode worker: runs in its own process, turns one file at a time into model-ready clips.
+
+Why processes: decoding is the indexing bottleneck for small models and holds the GIL in places,
+and a pathological file can hang or crash a decoder; in a child process the parent can time it
+out or survive its segfault and carry on with the next file.
+
+Protocol (messages on the shared result queue, all tagged with the job id):
+    ("info",  job, info: dict, fingerprint, plans: list[ClipPlan])
+    ("clip",  job, clip_idx, pixels float32 [T,3,S,S], thumbnail JPEG bytes | None)
+    ("done",  job, warning | None)
+    ("error", job, reason)
+Every message doubles as a heartbeat for the parent's per-file timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    clip_seconds: float
+    stride: float
+    num_frames: int
+    preprocess: object  # retrieval.frames.VideoTransform from the model's factory
+    thumbnail_size: int  # longest side; 0 = none
+    decode_threads: int = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: int
+    path: str
+    size: int
+
+
+def thumbnail_jpeg(frame, max_side: int, quality: int = 82) -> bytes:
+    """A small JPEG of one RGB frame (longest side ``max_side``)."""
+    from PIL import Image
+
+    img = Image.fromarray(frame)
+    img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality, optimize=False)
+    return buf.getvalue()
+
+
+def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
+    """Decode ``job.path`` and ``emit`` its messages; errors become an ("error", ...) message."""
+    from indexer.clips import plan_clips
+    from indexer.fingerprint import fingerprint
+    from retrieval.decode import Video
+    from retrieval.errors import VTRError
+
+    try:
+        fp = fingerprint(job.path, job.size)
+        with Video(job.path, threads=cfg.decode_threads) as video:
+            info = video.info
+            plans = plan_clips(video.frame_times(), info.duration, cfg.clip_seconds, cfg.stride, cfg.num_frames)
+            emit(("info", job.job_id, info.to_dict(), fp, plans))
+            got = 0
+            for w, frames in video.iter_windows([p.indices for p in plans]):
+                pixels = cfg.preprocess(frames).numpy()
+                thumb = thumbnail_jpeg(frames[len(frames) // 2], cfg.thumbnail_size) if cfg.thumbnail_size > 0 else None
+                emit(("clip", job.job_id, w, pixels, thumb))
+                got += 1
+            decoded = video.frames_decoded
+            incomplete = video.incomplete_windows
+        if got == 0:
+            emit(("error", job.job_id, f"{os.path.basename(job.path)}: no frame could be decoded (corrupt file)"))
+            return
+        warning = None
+        if video.declared_frames > info.num_frames and not (got < len(plans) or incomplete):
+            warning = (
+                f"truncated file: {info.num_frames} of {video.declared_frames} frames present "
+                f"({info.duration:.1f} s indexed)"
+            )
+        if got < len(plans) or incomplete:
+            warning = (
+                f"partly readable: decoding stopped at frame {decoded} of {info.num_frames}; "
+                f"{got - incomplete} of {len(plans)} clips complete (truncated or damaged file)"
+            )
+        emit(("done", job.job_id, warning))
+    except VTRError as exc:
+        emit(("error", job.job_id, exc.message))
+    except MemoryError:
+        emit(("error", job.job_id, "out of memory while decoding"))
+    except OSError as exc:
+        emit(("error", job.job_id, f"cannot read file: {exc.strerror or exc}"))
+    except Exception as exc:  # a decoder bug on one file must not end the run
+        log.exception("unexpected error on %s", job.path)
+        emit(("error", job.job_id, f"unexpected {type(exc).__name__}: {exc}"))
+
+
+def worker_main(tasks, results, cfg: WorkerConfig) -> None:
+    """Process entry point: take jobs until ``None``."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        import av
+
+        av.logging.set_level(av.logging.PANIC)
+    except Exception:
+        pass
+    while True:
+        job = tasks.get()
+        if job is None:
+            break
+        process_file(job, cfg, results.put)
