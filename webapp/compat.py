@@ -88,7 +88,7 @@ def _decode_upload(raw) -> bytes:
     if raw.startswith("data:"):
         raw = raw.partition(",")[2]
     try:
-        data = base64.b64decode(raw, validate=False)
+        data = base64.b64decode("".join(raw.split()), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("image is not valid base64") from None
     if not data:
