@@ -329,7 +329,13 @@ class SearchEngine:
 
         name = self.model_name
         t0 = time.perf_counter()
-        model, preprocess, tokenizer = create_model_and_transforms(name, pretrained=self.checkpoint, device=self.device)
+        # Seeded like the indexer's loader, so a model without shipped weights (the test model)
+        # embeds queries with the same random weights that embedded the library.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, preprocess, tokenizer = create_model_and_transforms(
+                name, pretrained=self.checkpoint, device=self.device
+            )
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -952,6 +958,10 @@ class _HomeLock:
         while True:
             try:
                 fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fh.seek(0)
+                self._fh.truncate()
+                self._fh.write(f"vtr serve (pid {os.getpid()})")  # what `vtr index` reports as the holder
+                self._fh.flush()
                 return self
             except BlockingIOError:
                 if time.monotonic() > deadline:

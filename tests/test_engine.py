@@ -13,7 +13,7 @@ import torch
 from retrieval.engine import MicroBatcher, SearchEngine, SearchFilters
 from retrieval.errors import DecodeError, IndexMismatch, InvalidInput, NotFound, StoreError
 from tests import test_api_home as fixtures
-from tests.test_api_home import index_files
+from tests.test_api_home import index_paths
 
 search_home, engine = fixtures.search_home, fixtures.engine  # session fixtures shared with the API tests
 
@@ -336,7 +336,7 @@ def test_new_data_from_a_running_indexer_is_picked_up(fresh_home, tiny, tmp_path
     old_ids = {h["clip_id"] for h in eng.search_text(QUERIES[0], k=1000)["results"]}
     new = make_video(tmp_path / "lib3" / "new.mp4", seconds=1.0, fps=10, color=(10, 250, 250))
     # what another process (`vtr index` on a new folder) does to the live home
-    (cid,) = index_files(fresh_home, {tmp_path / "lib3": [new]}, tiny[0], tiny[1])[str(new)]
+    (cid,) = index_paths(fresh_home, [tmp_path / "lib3"])[str(new)]
     assert cid not in old_ids
     assert eng.stats()["clips"] == before + 1
     assert eng.search_video(path=new, target="clips", k=1)["results"][0]["clip_id"] == cid

@@ -9,7 +9,7 @@ import pytest
 from retrieval.engine import SearchEngine
 from retrieval.home import DataHome
 from tests import test_api_home as fixtures
-from tests.test_api_home import index_files
+from tests.test_api_home import index_paths
 from webapp import create_app
 
 search_home, engine = fixtures.search_home, fixtures.engine
@@ -134,7 +134,7 @@ def test_file_gone_from_disk_is_404_not_500(search_home, tiny, tmp_path):
     lib.mkdir()
     src = shutil.copy(search_home["one_second"], lib / "gone.mp4")
     home = DataHome(tmp_path / "home")
-    (cid,) = index_files(home, {lib: [lib / "gone.mp4"]}, tiny[0], tiny[1])[str(src)]
+    (cid,) = index_paths(home, [lib])[str(src)]
     eng = SearchEngine(home, bundle=tiny, reload_interval=0.0)
     client = BufferedClient(create_app({"ENGINE": eng, "RATE_LIMIT": 0}).test_client())
     vid = eng.get_clip(cid)["video_id"]

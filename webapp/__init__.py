@@ -98,16 +98,15 @@ def get_index_queue():
     app = current_app
     queue = app.extensions.get("vtr.index_queue")
     if queue is None:
+        engine = get_engine()
         with _engine_lock:
             queue = app.extensions.get("vtr.index_queue")
             if queue is None:
                 from webapp.jobs import IndexQueue
 
-                c = app.config
-                home = c["HOME"]
-                engine = app.extensions.get("vtr.engine")
-                if engine is not None:
-                    home = str(engine.home.root)
-                queue = IndexQueue(home, db=c["DB"], model=c["MODEL"], checkpoint=c["CHECKPOINT"])
+                # index with exactly the model and into the home the engine searches
+                queue = IndexQueue(
+                    str(engine.home.root), db=engine.db_url, model=engine.model_name, checkpoint=engine.checkpoint
+                )
                 app.extensions["vtr.index_queue"] = queue
     return queue
