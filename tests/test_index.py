@@ -1,0 +1,191 @@
+"""retrieval.index: every index type against brute force, removal, sidecar checks, atomic saves."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from retrieval.errors import IndexMismatch, InvalidInput, StoreError
+from retrieval.index import VectorIndex, choose_factory, gpu_available, read_sidecar, sidecar_path
+
+ANN_TYPES = ["HNSW32", "IVF64,SQ8", "IVF64,Flat", "IVF64,PQ16x4,Refine(Flat)", "IVF64,PQ8x4fs,RFlat"]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A seeded set shaped like embeddings: clusters of normalised vectors, queries near data points."""
+    rng = np.random.default_rng(1234)
+    d, n = 48, 6000
+    centers = rng.standard_normal((150, d))
+    x = _unit(centers[rng.integers(0, 150, n)] + 0.6 * rng.standard_normal((n, d)))
+    ids = rng.permutation(np.arange(10, 10 + 3 * n, 3)).astype(np.int64)  # sparse, shuffled: like clip ids
+    q = _unit(x[rng.choice(n, 200, replace=False)] + 0.05 * rng.standard_normal((200, d)))
+    return x, ids, q
+
+
+def _brute(x, ids, q, k):
+    scores = q @ x.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), ids[order]
+
+
+def test_flat_is_exact(data):
+    x, ids, q = data
+    index = VectorIndex.build(x, ids, model="m", factory="Flat")
+    scores, got = index.search(q, 10)
+    ref_scores, ref_ids = _brute(x, ids, q, 10)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    assert (got == ref_ids).mean() > 0.999  # ties may swap
+    assert index.ntotal == len(x) and np.array_equal(index.ids(), np.sort(ids))
+
+
+@pytest.mark.parametrize("factory", ANN_TYPES)
+def test_ann_recall_at_10_against_brute_force(data, factory):
+    x, ids, q = data
+    index = VectorIndex.build(x, ids, model="m", factory=factory)
+    _, got = index.search(q, 10)
+    _, ref = _brute(x, ids, q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, ref, strict=True)])
+    assert recall >= 0.95, f"{factory}: recall@10 {recall:.3f}"
+    assert set(np.unique(got)) <= set(ids.tolist())
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF64,SQ8", "IVF64,PQ16x4,Refine(Flat)"])
+def test_removed_ids_never_come_back(data, factory):
+    x, ids, q = data
+    index = VectorIndex.build(x, ids, model="m", factory=factory)
+    _, before = index.search(q, 10)
+    gone = np.unique(before[:, :3])  # the best hits of every query
+    assert index.remove(np.concatenate([gone, [999_999_999]])) == len(gone)  # unknown ids are ignored
+    assert index.ntotal == len(x) - len(gone)
+    _, after = index.search(q, 10)
+    assert not np.isin(after, gone).any()
+    assert (after >= 0).all()  # still k results
+    assert np.array_equal(index.ids(), np.setdiff1d(np.sort(ids), gone))
+
+
+def test_hnsw_tombstones_are_compacted_and_ids_can_return(data, tmp_path):
+    x, ids, _ = data
+    index = VectorIndex.build(x[:500], ids[:500], model="m", factory="HNSW32")
+    index.remove(ids[:10])
+    assert len(index.tombstones) == 10  # HNSW cannot remove in place
+    index.save(tmp_path / "h.faiss")
+    again = VectorIndex.load(tmp_path / "h.faiss", model="m")
+    assert again.tombstones == set(ids[:10].tolist()) and again.ntotal == 490
+    _, got = again.search(x[:10], 1)
+    assert not np.isin(got, ids[:10]).any()
+    index.remove(ids[10:100])  # past 10%: rebuilt without them
+    assert index.tombstones == set() and index.index.ntotal == 400
+    index.add(x[:1], ids[:1])  # an id that was removed can be added again
+    _, got = index.search(x[:1], 1)
+    assert got[0, 0] == ids[0]
+
+
+def test_search_edge_cases(data):
+    x, ids, q = data
+    empty = VectorIndex.create(x.shape[1], "m")
+    scores, got = empty.search(q[:2], 5)
+    assert (got == -1).all() and np.isneginf(scores).all()
+    small = VectorIndex.build(x[:3], ids[:3], model="m")
+    scores, got = small.search(q[:2], 5)
+    assert (got[:, 3:] == -1).all() and (got[:, :3] >= 0).all()
+    with pytest.raises(IndexMismatch):
+        small.search(np.ones((1, 7), np.float32), 1)
+    with pytest.raises(InvalidInput):
+        small.search(np.full((1, x.shape[1]), np.nan, np.float32), 1)
+    with pytest.raises(InvalidInput):
+        small.search(q[:1], 0)
+    with pytest.raises(InvalidInput):
+        small.add(x[:2], ids[:1])
+    with pytest.raises(InvalidInput):
+        VectorIndex.create(8, "m", "NotAFactory")
+
+
+def test_sidecar_records_the_model_and_refuses_another(data, tmp_path):
+    x, ids, _ = data
+    path = tmp_path / "clips.faiss"
+    VectorIndex.build(x[:100], ids[:100], model="viclip-B-16", factory="Flat").save(path)
+    meta = read_sidecar(path)
+    assert {k: meta[k] for k in ("model", "dim", "metric", "count", "factory")} == {
+        "model": "viclip-B-16",
+        "dim": x.shape[1],
+        "metric": "ip",
+        "count": 100,
+        "factory": "Flat",
+    }
+    assert VectorIndex.load(path, model="viclip-B-16", dim=x.shape[1]).ntotal == 100
+    with pytest.raises(IndexMismatch, match="built with model 'viclip-B-16'"):
+        VectorIndex.load(path, model="viclip-L-14")
+    with pytest.raises(IndexMismatch, match="dimension"):
+        VectorIndex.load(path, dim=768)
+
+
+def test_load_errors_are_clear(data, tmp_path):
+    x, ids, _ = data
+    path = tmp_path / "clips.faiss"
+    VectorIndex.build(x[:10], ids[:10], model="m").save(path)
+    path.write_bytes(b"garbage" * 10)
+    with pytest.raises(StoreError, match="unreadable"):
+        VectorIndex.load(path, model="m")
+    sidecar_path(path).unlink()
+    with pytest.raises(StoreError, match="no sidecar"):
+        VectorIndex.load(path, model="m")
+
+
+def test_save_is_atomic(data, tmp_path, monkeypatch):
+    x, ids, _ = data
+    path = tmp_path / "clips.faiss"
+    VectorIndex.build(x[:10], ids[:10], model="m").save(path)
+    bigger = VectorIndex.build(x[:20], ids[:20], model="m")
+
+    def crash(src, dst):  # the process dies at the rename: the old index must survive intact
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        bigger.save(path)
+    monkeypatch.undo()
+    assert VectorIndex.load(path, model="m").ntotal == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips.faiss", "clips.json"]  # no temp files left
+    bigger.save(path)
+    assert VectorIndex.load(path, model="m").ntotal == 20
+    assert json.loads(sidecar_path(path).read_text())["count"] == 20
+
+
+def test_choose_factory_thresholds():
+    assert choose_factory(10, 512) == "Flat"
+    assert choose_factory(100_000, 512, flat_max=100_000) == "Flat"
+    assert choose_factory(100_001, 512, flat_max=100_000) == "HNSW32"
+    f = choose_factory(5_000_000, 512, flat_max=100_000, hnsw_max=2_000_000)
+    assert f.startswith("IVF") and f.endswith(",SQ8")
+    VectorIndex.create(512, "m", f)  # a valid factory string
+
+
+def test_l2_metric_scores_larger_is_better(data):
+    x, ids, q = data
+    index = VectorIndex.build(x, ids, model="m", factory="Flat", metric="l2")
+    scores, got = index.search(q[:5], 3)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    _, ref = _brute(x, ids, q[:5], 1)
+    assert (got[:, 0] == ref[:, 0]).all()
+
+
+@pytest.mark.gpu
+def test_gpu_search_matches_cpu(data):
+    if not gpu_available():
+        pytest.skip("no GPU: faiss-gpu is not installed or no CUDA device is visible")
+    x, ids, q = data
+    index = VectorIndex.build(x, ids, model="m", factory="Flat")
+    index.use_gpu = "never"
+    cpu_scores, cpu_ids = index.search(q, 10)
+    index.use_gpu = "auto"
+    gpu_scores, gpu_ids = index.search(q, 10)
+    np.testing.assert_allclose(gpu_scores, cpu_scores, atol=1e-4)
+    assert (gpu_ids == cpu_ids).mean() > 0.99
