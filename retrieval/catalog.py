@@ -126,10 +126,11 @@ texts = Table(
     sqlite_autoincrement=True,
 )
 
-_alembic_version = Table(
+_alembic_version = Table(  # exactly as Alembic creates it, so either may have made it
     "alembic_version",
     MetaData(),
-    Column("version_num", String(32), primary_key=True),
+    Column("version_num", String(32), nullable=False),
+    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
 
 
