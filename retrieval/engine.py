@@ -821,6 +821,8 @@ class SearchEngine:
             **counts,
             "model": self.model_name,
             "rerank_k": self.rerank_k,
+            "rerank_available": self.can_rerank,  # the model has a matching head and rerank_k > 0
+            "rerank_default": self._use_rerank(None),  # ... and its head is trained
             "clip_index": _index_facts(clip_index),
             "text_index": _index_facts(text_index),
             "libraries": self.catalog.libraries(),

@@ -64,11 +64,14 @@
   }
 
   function options() {
-    return {
+    const opts = {
       k: $("k").value,
       group_by_video: $("group-by-video").checked ? "1" : "0",
       rerank: $("rerank").checked ? "1" : "0",
     };
+    const filters = { library: $("library").value, min_duration: $("min-duration").value, max_duration: $("max-duration").value };
+    for (const [key, value] of Object.entries(filters)) if (value !== "") opts[key] = value;
+    return opts;
   }
 
   function clearResults() {
@@ -79,7 +82,10 @@
     more.hidden = true;
   }
 
+  let opener = null; // the control that opened the player gets the focus back when it closes
+
   function play(hit) {
+    if (player.hidden) opener = document.activeElement;
     player.hidden = false;
     $("player-title").textContent = baseName(hit.video_path);
     $("player-range").textContent = `${fmtTime(hit.start)} – ${fmtTime(hit.end)} · ${fmtScore(hit)}`;
@@ -96,6 +102,8 @@
     video.removeAttribute("src");
     video.load();
     player.hidden = true;
+    if (opener && document.contains(opener)) opener.focus();
+    opener = null;
   }
 
   function momentButton(m) {
@@ -271,7 +279,7 @@
     else searchFile(current.file, current.target, true);
   });
 
-  for (const id of ["group-by-video", "rerank", "k"]) {
+  for (const id of ["group-by-video", "rerank", "k", "library", "min-duration", "max-duration"]) {
     $(id).addEventListener("change", () => {
       if (current && current.kind === "text") runText(current.text);
       else if (current && current.kind === "clip") searchSimilar(current.hit);
@@ -296,8 +304,22 @@
   api("/api/v1/stats")
     .then((s) => {
       $("stats").textContent = `${s.videos} videos · ${s.clips} clips · ${s.texts} captions · model ${s.model}`;
+      const rerank = $("rerank");
+      rerank.checked = Boolean(s.rerank_default);
+      rerank.disabled = !s.rerank_available;
+      rerank.parentElement.title = s.rerank_available
+        ? `re-score the top ${s.rerank_k} candidates with the matching head`
+        : "this model has no matching head";
+      const select = $("library");
+      for (const lib of s.libraries || []) {
+        const opt = document.createElement("option");
+        opt.value = String(lib.id);
+        opt.textContent = `${lib.root} (${lib.videos})`;
+        select.append(opt);
+      }
+      if (!s.clips) setStatus("The index is empty: add videos with `vtr index FOLDER`, then search here.", "empty");
     })
-    .catch(() => {});
+    .catch((err) => setStatus("The server is not ready: " + err.message, "error"));
 
   const initial = new URL(window.location.href).searchParams.get("q");
   if (initial) {
