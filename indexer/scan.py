@@ -112,7 +112,7 @@ def _walk(
             continue
         visited_dirs.add(key)
         try:
-            entries = list(os.scandir(folder))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
             errors.append((folder, _reason(exc)))
             continue

@@ -88,8 +88,8 @@ class ClipSink:
         self.dim = layout.dim
         self.factory = factory or "auto"
         self.save_interval = float(save_interval)
+        self.index = self._open_index()  # first: its mismatch message is the one users understand
         self.tokens = TokenStore(home.tokens_dir, layout)
-        self.index = self._open_index()
         self._dirty = False
         self._last_save = time.monotonic()
         self._last_save_cost = 0.0
