@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from retrieval.errors import VTRError
+from retrieval.errors import ConfigError, VTRError
 from retrieval.settings import get_setting, resolve
 from webapp.jobs import vtr_command
 
@@ -117,7 +117,12 @@ def run_server(app, host: str, port: int, threads: int) -> None:
     from waitress import serve as waitress_serve
 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" chatter under load
-    waitress_serve(app, host=host, port=port, threads=threads, ident="vtr", channel_timeout=120, clear_untrusted_proxy_headers=True)  # fmt: skip
+    try:
+        waitress_serve(app, host=host, port=port, threads=threads, ident="vtr", channel_timeout=120, clear_untrusted_proxy_headers=True)  # fmt: skip
+    except OSError as exc:  # port taken, address not on this machine, privileged port
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host/--port"
+        ) from exc
 
 
 @click.command("serve")
@@ -151,26 +156,29 @@ def serve(host, port, server_threads, home, db, model, checkpoint, rerank_k):
 # demo
 
 
-def demo_examples(captions: list[dict], n: int = 5) -> list[str]:
-    """A few distinct captions of the generated clips, as queries to try."""
-    seen, out = set(), []
-    for rec in captions:
+def demo_examples(records: list[dict], n: int = 5) -> list[str]:
+    """A few distinct captions to try: whole short clips, then one event inside a long video."""
+    out: list[str] = []
+    for rec in records:
         text = rec.get("caption", "").strip()
-        if text and text not in seen and rec.get("kind") != "long":
-            seen.add(text)
+        if text and text not in out and rec.get("kind") != "long" and len(out) < n - 1:
             out.append(text)
-        if len(out) >= n:
-            break
-    return out
+    events = [e["caption"] for rec in records for e in rec.get("events", [])[1:2]]
+    return out + events[:1]
 
 
-def build_demo(home: Path, clips: int, long_videos: int, seed: int, model: str | None, checkpoint: str | None) -> dict:
-    """Generate a sample library, index it, load its captions; returns what was built. Idempotent."""
+def build_demo(root: Path, clips: int, long_videos: int, seed: int, model: str | None, checkpoint: str | None) -> dict:
+    """Generate a sample library under ``root/library``, index it into ``root/home``, load its captions.
+
+    Idempotent: an existing library is kept and `vtr index` skips unchanged files, so a second run
+    only starts the server again.
+    """
     from retrieval.engine import SearchEngine
+    from retrieval.home import DataHome
     from retrieval.synth import generate, read_captions
 
-    home = home.absolute()
-    library = home / "library"
+    root = root.absolute()
+    library, home = root / "library", DataHome(root / "home")
     short_dir, long_dir = library / "clips", library / "long"
     if not (short_dir / "captions.jsonl").exists():
         click.echo(f"generating {clips} short clips in {short_dir} ...")
@@ -178,8 +186,9 @@ def build_demo(home: Path, clips: int, long_videos: int, seed: int, model: str |
     if long_videos and not (long_dir / "captions.jsonl").exists():
         click.echo(f"generating {long_videos} long multi-event videos in {long_dir} ...")
         generate(long_dir, long_videos, seed=seed, split="test", long=True)
-    click.echo(f"indexing {library} ...")
-    cmd = [*vtr_command(), "index", str(library), "--home", str(home)]
+    click.echo(f"indexing {library} into {home.root} ...")
+    # 2-second clips: one per generated event, so a long video's moments can be found one by one
+    cmd = [*vtr_command(), "index", str(library), "--home", str(home.root), "--clip-seconds", "2"]
     if model:
         cmd += ["--model", model]
     if checkpoint:
@@ -187,10 +196,13 @@ def build_demo(home: Path, clips: int, long_videos: int, seed: int, model: str |
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise VTRError(f"indexing the demo library failed (exit {proc.returncode}): {' '.join(cmd)}")
-    records = read_captions(short_dir) + (read_captions(long_dir) if long_videos else [])
+    records = read_captions(short_dir) + (
+        read_captions(long_dir) if long_dir.joinpath("captions.jsonl").exists() else []
+    )
     corpus = []
     for rec in records:
-        corpus.append(rec["caption"])
+        if rec.get("kind") != "long":  # a long video's caption is its events joined; search the events
+            corpus.append(rec["caption"])
         corpus += [e["caption"] for e in rec.get("events", [])]
     engine = SearchEngine(home=home, model=model, checkpoint=checkpoint)
     try:
@@ -198,12 +210,12 @@ def build_demo(home: Path, clips: int, long_videos: int, seed: int, model: str |
         stats = engine.stats()
     finally:
         engine.close()
-    click.echo(f"loaded {len(set(ids))} captions for video->text search")
-    return {"home": home, "stats": stats, "examples": demo_examples(records)}
+    click.echo(f"caption corpus for video->text search: {len(set(ids))} captions")
+    return {"home": home.root, "stats": stats, "examples": demo_examples(records)}
 
 
 @click.command("demo")
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-data"), show_default=True, help="Where the demo library and its index go.")  # fmt: skip
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-data"), show_default=True, help="Folder for the demo: the generated library in DIR/library, its index in DIR/home.")  # fmt: skip
 @click.option("--clips", type=click.IntRange(min=1), default=96, show_default=True, help="Short generated clips.")
 @click.option("--long", "long_videos", type=click.IntRange(min=0), default=6, show_default=True, help="Long multi-event videos.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same library.")
@@ -212,17 +224,18 @@ def build_demo(home: Path, clips: int, long_videos: int, seed: int, model: str |
 @_setting_option("port", type=click.IntRange(0, 65535))
 @_setting_option("model")
 @_setting_option("checkpoint")
-def demo(home, clips, long_videos, seed, serve, host, port, model, checkpoint):
+def demo(root, clips, long_videos, seed, serve, host, port, model, checkpoint):
     """Generate a sample library, index it with the demo model, and serve the UI."""
     from retrieval.engine import SearchEngine
     from webapp import create_app
 
-    built = build_demo(home, clips, long_videos, seed, model, checkpoint)
+    built = build_demo(root, clips, long_videos, seed, model, checkpoint)
     s = built["stats"]
-    click.echo(f"demo ready: {s['videos']} videos, {s['clips']} clips, {s['texts']} captions in {built['home']}")
+    click.echo(f"demo ready: {s['videos']} videos, {s['clips']} clips, {s['texts']} captions, model {s['model']}")
     click.echo("try these searches:")
     for q in built["examples"]:
         click.echo(f"  {q}")
+    click.echo(f'from the command line: vtr search --home {built["home"]} "{built["examples"][0]}"')
     if not serve:
         return
     host, port = resolve("host", host), int(resolve("port", port))
