@@ -45,8 +45,8 @@ from retrieval.token_store import StoreLayout
 log = logging.getLogger(__name__)
 
 _SEND_BUFFER = 8  # messages a worker may have queued before it waits for the parent
-_COMMIT_EVERY_S = 2.0  # finished videos wait at most this long for a group commit
-_COMMIT_GROUP = 32
+_COMMIT_EVERY_S = 1.0  # finished videos wait at most this long for a group commit (work lost to a crash)
+_COMMIT_GROUP = 16
 
 
 @dataclass
