@@ -34,11 +34,7 @@ sysdeps: ## Install ffmpeg, chromium and postgresql with apt-get when any is mis
 	fi
 
 demo: venv sysdeps ## Generate a sample library, index it with the shipped model, serve the UI on :8000
-	$(BIN)/python -c "import numpy as np, torch; from retrieval import create_model_and_transforms as c; \
-	m, p, t = c('viclip-tiny-test', pretrained='random'); \
-	v = m.encode_video(p(np.random.default_rng(0).integers(0, 255, (m.num_frames, 64, 64, 3), dtype=np.uint8))[None], normalize=True); \
-	e = m.encode_text(t(['a red circle moves left']), normalize=True); \
-	print('similarity of a generated clip and a sentence:', float(v @ e.T))"
+	$(BIN)/python -m webapp.cli demo
 
 test: venv sysdeps ## Run the test suite (default markers: everything but slow)
 	$(BIN)/pytest
