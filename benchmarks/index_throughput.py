@@ -1,0 +1,181 @@
+"""Indexing throughput against the decode-only bound, and index memory per clip, measured in one run.
+
+    .venv/bin/python benchmarks/index_throughput.py [--files 6] [--seconds 30] [--size 1280x720]
+        [--fps 30] [--workers N] [--model viclip-tiny-test] [--vectors 20000]
+
+1. Generates a library of camera-like H.264 files (ffmpeg testsrc2 with temporal noise, so decoding
+   costs what real footage costs).
+2. Decode-only bound: the same files, the same clip windows and frame sampling, the same number of
+   worker processes, doing nothing but decoding the sampled frames (PyAV, read in order).
+   Also "worker side": decode + model preprocessing + thumbnail, what index workers do.
+3. `vtr index` (the library function behind it) on the same files into a fresh home.
+4. Prints clips/s of each and the ratio index / decode-only (goal >= 0.9).
+5. Index memory per clip for Flat, HNSW32, IVF-SQ8 and IVF-PQ (refine SQ8) on seeded unit vectors
+   of the model's dimension and of ViCLIP-B (512), plus the token store's bytes per clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_camera_like(path: Path, seconds: float, size: str, fps: int, seed: int) -> None:
+    src = f"testsrc2=size={size}:rate={fps}:duration={seconds}"
+    cmd = ["ffmpeg", "-y", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", src,
+           "-vf", f"noise=alls=12:allf=t+u:all_seed={seed},hue=h={seed * 37 % 360}",
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", str(fps * 4), "-pix_fmt", "yuv420p", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True)
+
+
+def _plans(path: str, clip_seconds: float, stride: float, num_frames: int):
+    from indexer.clips import plan_clips
+    from retrieval.decode import Video
+
+    with Video(path) as v:
+        return plan_clips(v.frame_times(), v.info.duration, clip_seconds, stride, num_frames)
+
+
+def decode_only(args) -> int:
+    """Decode the sampled frames of every clip of one file; returns the clip count."""
+    path, clip_seconds, stride, num_frames = args
+    import torch
+
+    from retrieval.decode import Video
+
+    torch.set_num_threads(1)
+    plans = _plans(path, clip_seconds, stride, num_frames)
+    n = 0
+    with Video(path) as v:
+        for _ in v.iter_windows([p.indices for p in plans]):
+            n += 1
+    return n
+
+
+def worker_side(args) -> int:
+    """What an index worker does: decode, preprocess, thumbnail (no embedding, no writing)."""
+    path, clip_seconds, stride, num_frames, preprocess, thumb = args
+    import torch
+
+    from indexer.worker import Job, WorkerConfig, process_file
+
+    torch.set_num_threads(1)
+    cfg = WorkerConfig(clip_seconds, stride, num_frames, preprocess, thumb)
+    msgs = []
+    process_file(Job(0, path, os.path.getsize(path)), cfg, msgs.append)
+    return sum(1 for m in msgs if m[0] == "clip")
+
+
+def _pool_run(fn, jobs, workers: int) -> tuple[int, float]:
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver")) as ex:
+        clips = sum(ex.map(fn, jobs))
+    return clips, time.perf_counter() - t0
+
+
+def memory_table(dim: int, n: int) -> list[tuple[str, float]]:
+    from retrieval.index import VectorIndex
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((max(16, n // 200), dim))
+    x = centers[rng.integers(0, len(centers), n)] + 0.5 * rng.standard_normal((n, dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64)
+    nlist = max(16, int(4 * np.sqrt(n)))
+    rows = []
+    for factory in ("Flat", "HNSW32", f"IVF{nlist},SQ8", f"IVF{nlist},PQ{dim // 8}x8,Refine(SQ8)"):
+        t0 = time.perf_counter()
+        index = VectorIndex.build(x, ids, model="bench", factory=factory)
+        build = time.perf_counter() - t0
+        rows.append((factory, index.memory_bytes() / n, build))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--size", default="1280x720")
+    ap.add_argument("--fps", type=int, default=30)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--model", default="viclip-tiny-test")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--clip-seconds", type=float, default=None)
+    ap.add_argument("--vectors", type=int, default=20000, help="vectors for the memory-per-clip table")
+    ap.add_argument("--keep", action="store_true", help="keep the generated library and home")
+    args = ap.parse_args()
+
+    from indexer.pipeline import IndexOptions, load_model, run_index, token_layout
+    from retrieval.settings import resolve
+
+    clip_seconds = float(resolve("clip_seconds", args.clip_seconds))
+    stride = float(resolve("clip_stride", None) or clip_seconds)
+    tmp = Path(tempfile.mkdtemp(prefix="vtr-bench-"))
+    lib = tmp / "lib"
+    lib.mkdir()
+    t0 = time.perf_counter()
+    files = []
+    for i in range(args.files):
+        p = lib / f"cam_{i:03d}.mp4"
+        make_camera_like(p, args.seconds, args.size, args.fps, seed=i + 1)
+        files.append(str(p))
+    print(f"library: {args.files} files x {args.seconds:g} s, {args.size} @ {args.fps} fps H.264 "
+          f"(generated in {time.perf_counter() - t0:.1f} s); {args.workers} workers, {os.cpu_count()} CPUs")  # fmt: skip
+
+    model, preprocess, _ = load_model(args.model, args.checkpoint, None)
+    layout = token_layout(model)
+    T = model.num_frames
+    thumb = int(resolve("thumbnail_size", None))
+    del model
+
+    clips_d, secs_d = _pool_run(decode_only, [(f, clip_seconds, stride, T) for f in files], args.workers)
+    clips_w, secs_w = _pool_run(
+        worker_side, [(f, clip_seconds, stride, T, preprocess, thumb) for f in files], args.workers
+    )
+    home = tmp / "home"
+    t0 = time.perf_counter()
+    rep = run_index(IndexOptions(paths=[str(lib)], home=str(home), model=args.model, checkpoint=args.checkpoint,
+                                 workers=args.workers, batch_size=args.batch_size, clip_seconds=clip_seconds,
+                                 progress=False))  # fmt: skip
+    secs_i = time.perf_counter() - t0
+    assert rep.exit_code == 0 and rep.clips == clips_d == clips_w, (rep.failed, rep.clips, clips_d, clips_w)
+
+    cps_d, cps_w, cps_i = clips_d / secs_d, clips_w / secs_w, rep.clips / secs_i
+    print(f"\nclips: {rep.clips} ({clip_seconds:g} s windows, {T} frames each, model {rep.model})")
+    print(f"{'stage':<36}{'seconds':>9}{'clips/s':>10}")
+    print(f"{'decode-only bound':<36}{secs_d:>9.2f}{cps_d:>10.2f}")
+    print(f"{'worker side (decode+preprocess+jpeg)':<36}{secs_w:>9.2f}{cps_w:>10.2f}")
+    print(f"{'vtr index (all stages, all writes)':<36}{secs_i:>9.2f}{cps_i:>10.2f}")
+    print(f"ratio index / decode-only: {cps_i / cps_d:.3f}   (index / worker side: {cps_i / cps_w:.3f})")
+
+    print(f"\nindex memory per clip ({args.vectors} seeded unit vectors):")
+    print(f"{'dim':>5} {'factory':<28}{'bytes/clip':>12}{'build s':>9}")
+    for dim in sorted({layout.dim, 512}):
+        for factory, per, build in memory_table(dim, args.vectors):
+            print(f"{dim:>5} {factory:<28}{per:>12.1f}{build:>9.2f}")
+    print(f"token store per clip ({rep.model}): {layout.tok_bytes + layout.vec_bytes} bytes "
+          f"(tokens {layout.n_tokens}x{layout.width} fp16 + vector {layout.dim} fp32); "
+          f"ViCLIP-B/16: {9 * 768 * 2 + 512 * 4} bytes")  # fmt: skip
+    if args.keep:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
