@@ -53,6 +53,7 @@ SETTINGS: list[Setting] = [
     Setting("index_hnsw_max", "VTR_INDEX_HNSW_MAX", 2_000_000, "auto index type: HNSW32 up to this many clips, IVF-SQ8 above.", cast=int),
     Setting("thumbnail_size", "VTR_THUMBNAIL_SIZE", 320, "Longest side in pixels of the JPEG thumbnail saved per clip (0 = no thumbnails).", cast=int),
     Setting("save_interval", "VTR_SAVE_INTERVAL", 60.0, "Seconds between index checkpoints during `vtr index` (the catalog itself commits every batch).", cast=float),
+    Setting("torch_threads", "VTR_TORCH_THREADS", None, "CPU threads per model call while searching; default 1 under `vtr serve` (concurrent requests use the other cores), all cores for `vtr search`.", cast=int),
 ]
 
 
