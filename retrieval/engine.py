@@ -823,6 +823,7 @@ class SearchEngine:
             "rerank_k": self.rerank_k,
             "rerank_available": self.can_rerank,  # the model has a matching head and rerank_k > 0
             "rerank_default": self._use_rerank(None),  # ... and its head is trained
+            "text_encoder": {"queries": self.text_batcher.items, "batches": self.text_batcher.batches},
             "clip_index": _index_facts(clip_index),
             "text_index": _index_facts(text_index),
             "libraries": self.catalog.libraries(),
