@@ -99,7 +99,6 @@ def component_latencies(home: Path, queries: list[str], args) -> dict[str, list[
     import torch
 
     from retrieval.engine import SearchEngine
-
     from webapp.cli import set_torch_threads
 
     set_torch_threads(server=True)  # the same threads per model call as the server under test
@@ -208,7 +207,9 @@ def main() -> None:
     print(f"\n{len(seq)} unique text queries, k={args.k}, re-rank top {args.rerank_k}, cpu cores {os.cpu_count()}, "
           f"load average {load} (other processes share these cores)")  # fmt: skip
     print(f"{'':<28}{'p50 ms':>9}{'p99 ms':>9}")
-    rows = [("HTTP round trip", http)] + [(f"in process: {n}", parts[n]) for n in ("encode", "ann", "catalog", "rerank")]
+    rows = [("HTTP round trip", http)] + [
+        (f"in process: {n}", parts[n]) for n in ("encode", "ann", "catalog", "rerank")
+    ]
     rows += [("in process: sum of parts", parts["parts"]), ("in process: engine.search_text", parts["engine"])]
     for name, vals in rows:
         print(f"{name:<28}{pct(vals, 50):>9.2f}{pct(vals, 99):>9.2f}")
