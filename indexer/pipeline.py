@@ -45,6 +45,7 @@ from retrieval.token_store import StoreLayout
 
 log = logging.getLogger(__name__)
 
+_STARTUP_LIMIT = 120.0  # seconds a fresh decoder process may take to pick up its first file
 _SEND_BUFFER = 8  # messages a worker may have queued before it waits for the parent
 _COMMIT_EVERY_S = 1.0  # finished videos wait at most this long for a group commit (work lost to a crash)
 _COMMIT_GROUP = 16
@@ -311,6 +312,7 @@ def _child_main(task_conn, result_conn, cfg: WorkerConfig) -> None:
                 break
             if job is None:
                 break
+            outbox.put(("start", job.job_id))  # the per-file clock starts now, not at process start-up
             process_file(job, cfg, outbox.put)
     finally:
         outbox.put(None)
@@ -329,10 +331,12 @@ class _Worker:
         task_r.close()
         result_w.close()  # only the child holds the write end: its death reads as EOF here
         self.job: Job | None = None
+        self.started = False
         self.last_seen = time.monotonic()
 
     def assign(self, job: Job) -> None:
         self.job = job
+        self.started = False
         self.last_seen = time.monotonic()
         self.task_w.send(job)
 
@@ -560,6 +564,9 @@ def _run_pool(run: _Run, todo: list[FoundFile]) -> None:
                         break
                     w.last_seen = time.monotonic()
                     received += 1
+                    if msg[0] == "start":
+                        w.started = True
+                        continue
                     run.handle(msg)
                     if w.job is None or not conn.poll():
                         break
@@ -571,7 +578,7 @@ def _run_pool(run: _Run, todo: list[FoundFile]) -> None:
                 if not w.proc.is_alive():
                     code = w.proc.exitcode
                     _replace(run, workers, w, ctx, f"the decoder process died (exit code {code}) on this file")
-                elif now - w.last_seen > opts.file_timeout:
+                elif now - w.last_seen > (opts.file_timeout if w.started else max(_STARTUP_LIMIT, opts.file_timeout)):
                     _replace(run, workers, w, ctx, f"timed out: no decoding progress for {opts.file_timeout:g} s")
             idle = not readable and not received
             run.embed_some(force=idle or not (pending or any(w.job for w in workers)))

@@ -4,7 +4,8 @@ Why processes: decoding is the indexing bottleneck for small models and holds th
 and a pathological file can hang or crash a decoder; in a child process the parent can time it
 out or survive its segfault and carry on with the next file.
 
-Protocol (messages on the shared result queue, all tagged with the job id):
+Protocol (messages on the worker's result pipe, all tagged with the job id):
+    ("start", job)                          the worker took the job (starts the per-file clock)
     ("info",  job, info: dict, fingerprint, plans: list[ClipPlan])
     ("clip",  job, clip_idx, pixels float32 [T,3,S,S], thumbnail JPEG bytes | None)
     ("done",  job, warning | None)
