@@ -13,7 +13,8 @@ How a text query is answered (InternVideo2-s2's procedure, applied to an index):
 
 Video queries (an uploaded file or an indexed clip id) rank captions (video->text, re-ranked by
 the same head with the roles swapped) or clips (video->video by embedding similarity; the head
-scores text-video pairs, so there is no head score for two videos).
+scores text-video pairs only, so on request the top candidates are re-ranked by a frame-aligned
+comparison of the two clips' token sets instead).
 
 The engine is thread-safe: FAISS and the token store are read under short locks, and the index
 files are re-opened when a running ``vtr index`` saves new ones (checked at most once per
@@ -584,6 +585,30 @@ class SearchEngine:
         have = [i for i, m in zip(ids, mask.tolist(), strict=True) if m]
         return dict(zip(have, logits, strict=True))
 
+    def _rerank_clips_for_video(self, enc: _EncodedVideo, cands: list[tuple[Any, float]]) -> dict[int, np.ndarray]:
+        """clip id -> [0, score]: frame-aligned cosine of the query's and the clip's token sets.
+
+        The token set is what the matching head reads (class token + one pooled token per frame);
+        comparing it token by token, frame i with frame i, adds the temporal alignment that one
+        pooled embedding loses (the same action in the same order scores higher). A clip compared
+        with itself scores exactly 1.
+        """
+        import torch
+
+        if not cands or enc.tokens is None:
+            return {}
+        ids = [r.id for r, _ in cands]
+        tokens, mask = self._clip_tokens(ids)
+        if tokens is None:
+            return {}
+        q = torch.nn.functional.normalize(enc.tokens.float(), dim=-1)
+        c = torch.nn.functional.normalize(torch.from_numpy(tokens.astype(np.float32)), dim=-1)
+        if c.shape[1:] != q.shape:
+            return {}
+        sim = (c * q[None]).sum(-1).mean(-1).numpy()
+        have = [i for i, m in zip(ids, mask.tolist(), strict=True) if m]
+        return {i: np.array([0.0, float(x)], np.float32) for i, x in zip(have, sim, strict=True)}
+
     @staticmethod
     def _order(
         cands: list[tuple[Any, float]], key: Callable[[Any], int], logits: dict[int, np.ndarray], rerank_k: int
@@ -679,7 +704,9 @@ class SearchEngine:
         if target not in TARGETS:
             raise InvalidInput(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
         k, offset = _check_page(k, offset)
-        use_rerank = self._use_rerank(rerank)
+        # video->clips has no head score (the head scores text-video pairs): its re-rank compares
+        # token sets instead, and runs only when asked for
+        use_rerank = self._use_rerank(rerank) if target == "texts" else bool(rerank) and self.rerank_k > 0
         if path is not None:
             enc = self._encode_file(path)
             query: dict = {"file": display_name or Path(path).name}
@@ -690,9 +717,11 @@ class SearchEngine:
             results, reranked = self._texts_for_video(enc, k, offset, use_rerank)
         else:
             allowed = self._allowed_ids(filters)
-            cands = self._clip_candidates(enc.vector, offset + k, allowed, group_by_video)
-            ordered = [(c, s, None) for c, s in cands]
-            results, reranked = self._page_clips(ordered, offset, k, group_by_video), 0
+            r = self.rerank_k if use_rerank and enc.tokens is not None else 0
+            cands = self._clip_candidates(enc.vector, max(offset + k, r), allowed, group_by_video)
+            scores = self._rerank_clips_for_video(enc, cands[:r]) if r else {}
+            ordered = self._order(cands, lambda c: c.id, scores, r)
+            results, reranked = self._page_clips(ordered, offset, k, group_by_video), len(scores)
         return {
             "query": query,
             "target": target,

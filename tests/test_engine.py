@@ -163,6 +163,22 @@ def test_clip_is_its_own_top_hit(engine, search_home):
         assert res["query"] == {"clip_id": cid}
 
 
+def test_video_to_clips_rerank_compares_token_sets(engine, search_home):
+    r = engine.rerank_k
+    for ids in list(search_home["clip_ids"].values())[::4]:
+        cid = ids[0]
+        plain = engine.search_video(clip_id=cid, target="clips", k=20)
+        assert plain["reranked"] == 0  # off unless asked for: there is no head score for two videos
+        ranked = engine.search_video(clip_id=cid, target="clips", k=20, rerank=True)
+        hits = ranked["results"]
+        assert ranked["reranked"] == r
+        assert sorted(h["clip_id"] for h in hits[:r]) == sorted(h["clip_id"] for h in plain["results"][:r])
+        scores = [h["match_score"] for h in hits[:r]]
+        assert scores == sorted(scores, reverse=True) and all(-1.0 <= x <= 1.0 + 1e-5 for x in scores)
+        assert [h["clip_id"] for h in hits[r:]] == [h["clip_id"] for h in plain["results"][r:]]
+        assert hits[0]["clip_id"] == cid and hits[0]["match_score"] == pytest.approx(1.0, abs=1e-5)
+
+
 def test_uploaded_file_finds_its_clip(engine, search_home):
     path = search_home["one_second"]
     res = engine.search_video(path=path, target="clips", k=5)
