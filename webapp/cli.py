@@ -125,6 +125,24 @@ def _setting_option(name: str, **kw):
     return click.option(s.flag, name, default=None, help=_help(name), **kw)
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host/--port"
+            ) from exc
+
+
 def run_server(app, host: str, port: int, threads: int) -> None:
     """Serve ``app`` with waitress (a production WSGI server: thread pool, no debugger, no reloader)."""
     import logging
@@ -132,6 +150,7 @@ def run_server(app, host: str, port: int, threads: int) -> None:
     from waitress import serve as waitress_serve
 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" chatter under load
+    _check_can_listen(host, port)  # waitress leaks its wake-up pipe when binding fails
     try:
         waitress_serve(app, host=host, port=port, threads=threads, ident="vtr", channel_timeout=120, clear_untrusted_proxy_headers=True)  # fmt: skip
     except OSError as exc:  # port taken, address not on this machine, privileged port
