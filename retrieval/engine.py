@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 TARGETS = ("clips", "texts")
 MAX_K = 1000
 MAX_MOMENTS = 20  # other moments listed per video with group_by_video
+MAX_CANDIDATES = 20_000  # most clips one query ranks (deep pages of grouped results stop there)
 MAX_QUERY_PIXELS = 8192 * 4320  # refuse frames larger than 8K (a decompression bomb in 64 MiB is easy)
 _EXACT_FILTER_MAX = 50_000  # filtered search scores up to this many allowed clips exactly
 
@@ -539,16 +540,16 @@ class SearchEngine:
         index = self._clip_index()
         if index is None or index.ntotal == 0:
             return []
-        fetch = max(need, 1)
+        fetch = min(max(need, 1), MAX_CANDIDATES)
         while True:
             scores, ids, exhausted = self._itc(index, query, fetch, allowed)
             records = catalog.clips_by_ids(ids.tolist())  # drops vectors of clips deleted since
             by_id = dict(zip(ids.tolist(), scores.tolist(), strict=True))
             cands = [(r, by_id[r.id]) for r in records]
             have = len({r.video_id for r, _ in cands}) if group else len(cands)
-            if have >= need or exhausted or fetch >= index.ntotal:
+            if have >= need or exhausted or fetch >= min(index.ntotal, MAX_CANDIDATES):
                 return cands
-            fetch = min(index.ntotal, fetch * 2 + 16)
+            fetch = min(index.ntotal, MAX_CANDIDATES, fetch * 2 + 16)
 
     # ------------------------------------------------------------------ re-ranking
     def _match_logits(self, text_tokens, text_ids, video_tokens) -> np.ndarray:

@@ -312,3 +312,15 @@ def test_admin_queue_index_runs_vtr_index(admin, search_home, tmp_path):
     assert client.get("/api/v1/index/jobs", headers=auth()).get_json()["jobs"][0]["job_id"] == job["job_id"]
     assert client.get("/api/v1/index/jobs/999", headers=auth()).status_code == 404
     assert client.get("/api/v1/index/jobs").status_code == 401
+
+
+def test_app_built_from_settings_uses_the_indexed_model(search_home, monkeypatch):
+    """No ENGINE injected: the app builds its own from HOME and picks the model the index was built with."""
+    monkeypatch.delenv("VTR_MODEL", raising=False)
+    app = create_app({"HOME": str(search_home["home"].root), "RATE_LIMIT": 0})
+    client = app.test_client()
+    body = client.get("/api/v1/search", query_string={"q": "a red circle", "k": 3}).get_json()
+    assert len(body["results"]) == 3
+    assert client.get("/api/v1/stats").get_json()["model"] == fixtures.MODEL
+    lower = create_app({"home": str(search_home["home"].root), "rate_limit": 0})  # lower-case keys work too
+    assert lower.config["HOME"] == str(search_home["home"].root) and lower.config["RATE_LIMIT"] == 0

@@ -8,12 +8,13 @@ built on first use through :func:`get_engine`; tests inject a ready one as ``con
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 from flask import Flask, current_app
 
-from retrieval.settings import resolve
+from retrieval.settings import get_setting, resolve
 
 # settings the web app reads (names in retrieval/settings.py); app.config keys are their upper-case forms
 WEB_SETTINGS = (
@@ -36,11 +37,20 @@ _MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around an upload of 
 _engine_lock = threading.Lock()
 
 
+# left unset unless given: the engine then uses the model recorded in the index (see SearchEngine)
+_ENGINE_CHOOSES = ("model",)
+
+
 def _resolved_settings(config: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name in WEB_SETTINGS:
         key = name.upper()
-        out[key] = resolve(name, config.get(key))
+        given = config.get(key, config.get(name))
+        if name in _ENGINE_CHOOSES:
+            env = get_setting(name).env
+            out[key] = given if given is not None else (os.environ.get(env) or None)
+        else:
+            out[key] = resolve(name, given)
     if isinstance(out["TRUST_PROXY"], str):
         out["TRUST_PROXY"] = out["TRUST_PROXY"].lower() in ("1", "true", "yes", "on")
     for key in ("RERANK_K", "MAX_UPLOAD_MB", "MAX_QUERY_CHARS", "RATE_LIMIT"):
