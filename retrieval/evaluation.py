@@ -15,6 +15,7 @@ Metrics are reported overall and per subset of the query (a synthetic clip's ``s
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -178,6 +179,8 @@ def evaluate(
         "v2t": {m: _metrics_by_subset(sc, gt.T, video_subsets, extra_v) for m, sc in scores["v2t"].items()},
     }
     captions_file = data_dir / CAPTIONS
+    manifest = data_dir / "synth.json"
+    generated_with = json.loads(manifest.read_text()) if manifest.is_file() and limit is None else None
     return {
         "model": model.name,
         "temporal": model.config.vision.temporal,
@@ -188,6 +191,7 @@ def evaluate(
             "videos": len(paths),
             "texts": len(records),
             "captions_sha1": hashlib.sha1(captions_file.read_bytes()).hexdigest() if limit is None else None,
+            "generated_with": generated_with,
         },
         "results": results,
     }

@@ -37,6 +37,7 @@ FRAME_SIZE = 96
 KIND_SHARE = {"single": 0.45, "binding": 0.275, "order": 0.275}
 TRAIN_KIND_P = {"single": 0.5, "binding": 0.25, "order": 0.25}
 CAPTIONS = "captions.jsonl"
+MANIFEST = "synth.json"  # how the directory was generated, so a report can name the command that regenerates it
 
 
 def _all_keys() -> dict[str, list[dict]]:
@@ -181,6 +182,8 @@ def generate(
         for rec in records:
             fh.write(json.dumps(rec) + "\n")
     os.replace(tmp, out / CAPTIONS)
+    manifest = {"count": count, "seed": seed, "split": split, "long": long, "frame_size": FRAME_SIZE, "fps": FPS}
+    (out / MANIFEST).write_text(json.dumps(manifest) + "\n")
     log.info("wrote %d %s clips to %s", len(records), split, out)
     return out / CAPTIONS
 
