@@ -178,7 +178,8 @@
       setStatus(`No results ${describe}. Try other words, or fewer filters.`, "empty");
     } else {
       const rr = body.reranked ? `, top ${body.reranked} re-ranked` : "";
-      setStatus(`${shown} result${shown > 1 ? "s" : ""} ${describe} (${Math.round(body.took_ms)} ms${rr})`, "ok");
+      const unit = hits.length && hits[0].moments ? "video" : "result";
+      setStatus(`${shown} ${unit}${shown > 1 ? "s" : ""} ${describe} (${Math.round(body.took_ms)} ms${rr})`, "ok");
     }
     more.hidden = hits.length < Number(body.k || 0);
     offset = (body.offset || 0) + hits.length;
