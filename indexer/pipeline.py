@@ -73,8 +73,8 @@ class IndexOptions:
     def resolved(self) -> IndexOptions:
         """Fill unset options from the settings table (flag > environment > default) and validate."""
         o = IndexOptions(**self.__dict__)
-        o.model = resolve("model", o.model) if not o.checkpoint or o.model else o.model
         o.checkpoint = resolve("checkpoint", o.checkpoint)
+        o.model = default_model_name(o.model, o.checkpoint)
         o.clip_seconds = float(resolve("clip_seconds", o.clip_seconds))
         o.stride = float(resolve("clip_stride", o.stride) or o.clip_seconds)
         o.workers = int(resolve("index_workers", o.workers) or os.cpu_count() or 1)
@@ -173,6 +173,15 @@ class HomeLock:
 
 # ---------------------------------------------------------------------------------------------
 # model
+
+
+def default_model_name(model: str | None, checkpoint: str | None) -> str | None:
+    """``--model``, else none for a self-describing project checkpoint, else the ``model`` setting."""
+    if model:
+        return model
+    if checkpoint and str(checkpoint).endswith(".safetensors"):
+        return None  # the checkpoint names its architecture
+    return resolve("model")
 
 
 def load_model(name: str | None, checkpoint: str | None, device: str | None):
@@ -606,7 +615,11 @@ def _replace(run: _Run, workers: list[_Worker], w: _Worker, ctx, reason: str) ->
 
 
 def run_index(opts: IndexOptions) -> IndexReport:
-    """Index ``opts.paths`` into the data home; see the module docstring."""
+    """Index ``opts.paths`` into the data home; see the module docstring.
+
+    Decoders are started with multiprocessing's forkserver (spawn off Linux), which re-imports the
+    calling script in each worker: call this under ``if __name__ == "__main__":`` in scripts.
+    """
     import migrations
 
     t0 = time.monotonic()

@@ -163,7 +163,7 @@ def texts_group() -> None:
 def texts_add_cmd(file: Path, home, db, model, checkpoint, fmt, batch_size, device, as_json) -> None:
     """Embed the captions in FILE (.txt lines, .jsonl, .csv) into the text index."""
     import migrations
-    from indexer.pipeline import HomeLock, check_model_name, load_model
+    from indexer.pipeline import HomeLock, check_model_name, default_model_name, load_model
     from indexer.texts import add_texts, read_texts
     from retrieval.catalog import Catalog
     from retrieval.home import DataHome
@@ -177,8 +177,8 @@ def texts_add_cmd(file: Path, home, db, model, checkpoint, fmt, batch_size, devi
         migrations.upgrade(url)
         catalog = Catalog(url)
         try:
-            name = model or (None if checkpoint else resolve("model"))
-            m, _, tokenizer = load_model(name, checkpoint, device)
+            checkpoint = resolve("checkpoint", checkpoint)
+            m, _, tokenizer = load_model(default_model_name(model, checkpoint), checkpoint, device)
             rep = add_texts(items, source=str(file.resolve()), home=h, catalog=catalog, model=m, tokenizer=tokenizer,
                             batch_size=batch_size)  # fmt: skip
         finally:
