@@ -12,10 +12,12 @@ import torch
 
 from retrieval.engine import MicroBatcher, SearchEngine, SearchFilters
 from retrieval.errors import DecodeError, IndexMismatch, InvalidInput, NotFound, StoreError
+from tests import pg
 from tests import test_api_home as fixtures
 from tests.test_api_home import index_paths
 
 search_home, engine = fixtures.search_home, fixtures.engine  # session fixtures shared with the API tests
+postgres_server, postgres_url = pg.postgres_server, pg.postgres_url
 
 QUERIES = ["a red circle moves left", "a small green cross moving downward", "a yellow square grows"]
 
@@ -390,3 +392,43 @@ def test_missing_thumbnail_is_made_from_the_video(fresh_home, tiny, search_home)
     fresh_home.thumbnail_path(cid).unlink()
     path = eng.thumbnail_file(cid)
     assert path == fresh_home.thumbnail_path(cid) and path.read_bytes()[:2] == b"\xff\xd8"
+
+
+@pytest.mark.postgres
+def test_engine_and_api_on_a_postgresql_catalog(tmp_path, tiny, postgres_url):
+    """The same searches with the catalog in PostgreSQL (the multi-process deployment)."""
+    from indexer.pipeline import IndexOptions, run_index
+    from retrieval.home import DataHome
+    from tests.videos import make_library
+    from webapp import create_app
+
+    lib = tmp_path / "lib_%_x"  # '%' and '_' in the path: prefixes must match literally
+    make_library(lib, count=3, seconds=2.0)
+    home = DataHome(tmp_path / "home")
+    report = run_index(
+        IndexOptions(
+            paths=[str(lib)],
+            home=str(home.root),
+            db=postgres_url,
+            model="viclip-tiny-test",
+            clip_seconds=1.0,
+            workers=1,
+            progress=False,
+        )  # fmt: skip
+    )
+    assert not report.failed and report.clips == 6
+    eng = SearchEngine(home, db=postgres_url, bundle=tiny, rerank_k=4, reload_interval=0.0)
+    assert eng.stats()["clips"] == 6 and eng.catalog.dialect == "postgresql"
+    hits = eng.search_text(QUERIES[0], k=10, rerank=True)["results"]
+    assert len(hits) == 6 and [h["rank"] for h in hits] == list(range(1, 7))
+    prefix = str(lib / "sub")
+    sub = eng.search_text(QUERIES[0], k=10, filters=SearchFilters(path_prefix=prefix))["results"]
+    assert len(sub) == 2 and all(h["video_path"].startswith(prefix) for h in sub)
+    assert eng.search_text(QUERIES[0], filters=SearchFilters(path_prefix=str(tmp_path / "lib__")))["results"] == []
+    assert len(eng.add_texts(["a red circle moves left", "a green square"])) == 2
+    client = create_app({"ENGINE": eng, "RATE_LIMIT": 0}).test_client()
+    body = client.get("/api/v1/search", query_string={"q": "a red circle", "k": 3}).get_json()
+    assert len(body["results"]) == 3
+    out = eng.delete_video(hits[0]["video_id"])
+    assert out["clips_removed"] == 2 and eng.stats()["clips"] == 4
+    eng.close()
