@@ -685,6 +685,10 @@ class SearchEngine:
             "results": self._page_clips(ordered, offset, k, group_by_video),
         }
 
+    def search(self, query: str, **options) -> dict:
+        """Alias of :meth:`search_text`: the common case has the short name."""
+        return self.search_text(query, **options)
+
     def search_video(
         self,
         *,
