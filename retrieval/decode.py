@@ -31,6 +31,8 @@ from retrieval.errors import DecodeError, InvalidInput
 
 log = logging.getLogger(__name__)
 
+MAX_PIXELS = 8192 * 4320  # largest frame accepted (8K UHD)
+
 # Codecs decord 0.6 cannot decode (it aborts with a C++ check failure) -> straight to PyAV.
 _DECORD_UNSUPPORTED = {"av1"}
 
@@ -230,6 +232,8 @@ class Video:
         self.declared_frames = int(stream.frames or 0)
         rotation = _frame_rotation(first)
         width, height = first.width, first.height
+        if width * height > MAX_PIXELS:  # 8K: anything bigger is a decompression bomb or a mistake
+            raise DecodeError(f"{self.path.name}: frames of {width}x{height} pixels are larger than 8K; refusing")
         if rotation in (90, 270):
             width, height = height, width
 

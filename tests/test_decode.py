@@ -190,3 +190,9 @@ def test_truncated_file_with_index_decodes_what_is_there(tmp_path):
     with Video(path) as v:  # a window past the readable end is padded with its last decoded frame
         got = dict(v.iter_windows([[0, 1], [n - 1, n + 5]]))
     assert [frame_index(f) for f in got[1]] == [n - 1, n - 1]
+
+
+def test_frames_larger_than_8k_are_refused(tmp_path):
+    path = make_video(tmp_path / "huge.avi", seconds=1, fps=1, size=(8256, 4352), codec="mjpeg")
+    with pytest.raises(DecodeError, match="larger than 8K"):
+        probe(path)
