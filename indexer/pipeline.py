@@ -296,7 +296,11 @@ def plan_work(
 
 def _child_main(task_conn, result_conn, cfg: WorkerConfig) -> None:
     """Worker process: read jobs from ``task_conn``; a sender thread ships results back."""
+    import signal
+
     import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
 
     torch.set_num_threads(1)
     outbox: queue.Queue = queue.Queue(maxsize=_SEND_BUFFER)
@@ -592,13 +596,16 @@ def _run_pool(run: _Run, todo: list[FoundFile]) -> None:
             idle = not readable and not received
             run.embed_some(force=idle or not (pending or any(w.job for w in workers)))
             run.commit(force=not (pending or run.jobs))
-    finally:
+    except BaseException:  # interrupted or failed: do not wait for the decoders to finish their files
         for w in workers:
-            w.stop()
-        deadline = time.monotonic() + 5
-        for w in workers:
-            w.proc.join(timeout=max(0.1, deadline - time.monotonic()))
             w.kill()
+        raise
+    for w in workers:
+        w.stop()
+    deadline = time.monotonic() + 5
+    for w in workers:
+        w.proc.join(timeout=max(0.1, deadline - time.monotonic()))
+        w.kill()
 
 
 def _replace(run: _Run, workers: list[_Worker], w: _Worker, ctx, reason: str) -> None:

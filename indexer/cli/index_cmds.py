@@ -82,7 +82,11 @@ def index_cmd(paths, home, db, model, checkpoint, clip_seconds, stride, workers,
         device=device,
         progress=not quiet and not as_json,
     )
-    report = run_index(opts)
+    try:
+        report = run_index(opts)
+    except KeyboardInterrupt:
+        click.echo("interrupted: files finished so far are committed; run the same command to continue", err=True)
+        sys.exit(130)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1))
     else:
