@@ -87,6 +87,14 @@ def scan(
     return result
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _real_key(path) -> tuple[int, int]:
     st = os.stat(path)
     return (st.st_dev, st.st_ino)
@@ -129,6 +137,14 @@ def _walk(
             if stat.S_ISDIR(st.st_mode):
                 subdirs.append(entry.path)
             elif stat.S_ISREG(st.st_mode) and is_video_name(entry.name, exts):
+                if not _utf8(entry.path):  # the catalog stores text: such a name cannot be recorded
+                    errors.append(
+                        (
+                            os.fsencode(entry.path).decode("utf-8", "backslashreplace"),
+                            "file name is not valid UTF-8; rename it",
+                        )
+                    )
+                    continue
                 fkey = (st.st_dev, st.st_ino)
                 if fkey in seen_files:
                     continue

@@ -176,9 +176,14 @@ def test_scan_follows_symlinks_without_loops(tmp_path):
     (lib / ".hidden").mkdir()
     make_video(lib / ".hidden" / "h.mp4", seconds=1)
     (lib / "notes.txt").write_text("x")
+    bad_name = os.fsencode(lib) + b"/bad-\xff-name.mp4"  # not UTF-8: cannot be stored as text
+    shutil.copy(a, bad_name)
     res = scan([lib, lib / "a.mp4"])
     assert [f.path for f in res.files] == [str(a)]
-    assert res.errors == [(str(lib / "broken.mp4"), "broken symbolic link")]
+    assert res.errors == [
+        (str(lib / "bad-\\xff-name.mp4"), "file name is not valid UTF-8; rename it"),
+        (str(lib / "broken.mp4"), "broken symbolic link"),
+    ]
     assert res.covers(str(lib / "x.mp4")) and not res.covers(str(tmp_path / "elsewhere.mp4"))
 
 
