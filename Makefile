@@ -21,6 +21,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install -q --upgrade pip wheel
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e '.[test,dev]'
+	# clip-retrieval's client, for the compatibility tests; its own deps are its whole back end
+	$(BIN)/pip install -q --no-deps 'clip-retrieval==2.45.0'
 	touch $@
 
 sysdeps: ## Install ffmpeg, chromium and postgresql with apt-get when any is missing
