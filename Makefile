@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := ffmpeg chromium chromium-driver postgresql
 
 .DEFAULT_GOAL := help
-.PHONY: help venv sysdeps demo test test-all lint format clean
+.PHONY: help venv sysdeps demo test test-all model lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,17 @@ test: venv sysdeps ## Run the test suite (default markers: everything but slow)
 
 test-all: venv sysdeps ## Run every test, slow ones included
 	$(BIN)/pytest -m ""
+
+RUN_MAIN := runs/viclip-tiny-synth/viclip-tiny-synth
+RUN_BASE := runs/viclip-tiny-synth-framemean/viclip-tiny-synth-framemean
+model: venv sysdeps ## Reproduce the shipped demo model: train it and its frame-average baseline, evaluate both (~80 min, 2 CPU cores)
+	$(BIN)/vtr train --config retrieval/train_configs/viclip-tiny-synth.json --resume
+	$(BIN)/vtr train --config retrieval/train_configs/viclip-tiny-synth-framemean.json --resume
+	[ -f data/synth-test/captions.jsonl ] || $(BIN)/vtr synth data/synth-test --count 1000 --seed 1 --split test
+	$(BIN)/vtr eval --data data/synth-test --checkpoint $(RUN_MAIN).safetensors --json --output $(RUN_MAIN).eval.json >/dev/null
+	$(BIN)/vtr eval --data data/synth-test --checkpoint $(RUN_BASE).safetensors --json --output $(RUN_BASE).eval.json >/dev/null
+	cp $(RUN_MAIN).safetensors $(RUN_MAIN).eval.json $(RUN_BASE).eval.json retrieval/weights/
+	@echo "shipped: retrieval/weights/ (set \"default_pretrained\" in retrieval/model_configs/viclip-tiny-synth.json if new)"
 
 lint: venv ## Lint with ruff
 	$(BIN)/ruff check .
