@@ -142,6 +142,26 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+def _chunks(items: Sequence) -> Iterator[Sequence]:
+    """``items`` in slices of :data:`_CHUNK`, one ``IN (...)`` clause each."""
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _record(cls: type, row) -> Any:
+    """A record dataclass from a result row that has a column for each of its fields."""
+    m = row._mapping
+    return cls(**{f: m[f] for f in cls.__dataclass_fields__})
+
+
+def _update_thumbnails(conn: Connection, rows: list[dict]) -> None:
+    """Set ``clips.thumbnail`` from ``[{"cid": clip id, "thumb": relative path}]`` in one executemany."""
+    conn.execute(
+        sa.update(clips).where(clips.c.id == sa.bindparam("cid")).values(thumbnail=sa.bindparam("thumb")),
+        rows,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # records
 
@@ -346,14 +366,8 @@ class Catalog:
 
     # -- libraries
     def ensure_library(self, root: str) -> int:
-        root = str(root)
         with self.engine.begin() as conn:
-            lib_id = conn.execute(sa.select(libraries.c.id).where(libraries.c.root == root)).scalar()
-            if lib_id is None:
-                lib_id = conn.execute(
-                    sa.insert(libraries).values(root=root, created_at=_now()).returning(libraries.c.id)
-                ).scalar_one()
-            return int(lib_id)
+            return self._library_id(conn, str(root))
 
     def libraries(self) -> list[dict]:
         """Every library root with its video and clip counts."""
@@ -386,23 +400,18 @@ class Catalog:
         n = sa.select(sa.func.count(clips.c.id)).where(clips.c.video_id == videos.c.id).scalar_subquery()
         return sa.select(videos, libraries.c.root, n.label("clip_count")).select_from(videos.join(libraries))
 
-    @staticmethod
-    def _video(row) -> VideoRecord:
-        m = row._mapping
-        return VideoRecord(**{f: m[f] for f in VideoRecord.__dataclass_fields__})
-
     def get_video(self, video_id: int) -> VideoRecord:
         """The video with this id; :class:`NotFound` if there is none."""
         with self._read() as conn:
             row = conn.execute(self._video_query().where(videos.c.id == int(video_id))).first()
         if row is None:
             raise NotFound(f"no video with id {video_id}")
-        return self._video(row)
+        return _record(VideoRecord, row)
 
     def video_by_path(self, path: str) -> VideoRecord | None:
         with self._read() as conn:
             row = conn.execute(self._video_query().where(videos.c.path == str(path))).first()
-        return self._video(row) if row else None
+        return _record(VideoRecord, row) if row else None
 
     def _video_filters(
         self,
@@ -450,7 +459,7 @@ class Catalog:
         if limit is not None:
             q = q.limit(int(limit))
         with self._read() as conn:
-            return [self._video(r) for r in conn.execute(q)]
+            return [_record(VideoRecord, r) for r in conn.execute(q)]
 
     def count_videos(self, **filters) -> int:
         q = sa.select(sa.func.count()).select_from(videos.join(libraries))
@@ -494,9 +503,8 @@ class Catalog:
                 rows = conn.execute(sa.select(*cols))
                 out = {r.path: dict(r._mapping) for r in rows}
             else:
-                plist = list(paths)
-                for i in range(0, len(plist), _CHUNK):
-                    rows = conn.execute(sa.select(*cols).where(videos.c.path.in_(plist[i : i + _CHUNK])))
+                for chunk in _chunks(list(paths)):
+                    rows = conn.execute(sa.select(*cols).where(videos.c.path.in_(chunk)))
                     out.update({r.path: dict(r._mapping) for r in rows})
         return out
 
@@ -516,8 +524,7 @@ class Catalog:
         ids = [int(v) for v in video_ids]
         removed: list[int] = []
         with self.engine.begin() as conn:
-            for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i : i + _CHUNK]
+            for chunk in _chunks(ids):
                 removed += [
                     int(x) for x in conn.execute(sa.select(clips.c.id).where(clips.c.video_id.in_(chunk))).scalars()
                 ]
@@ -577,12 +584,7 @@ class Catalog:
                         if sp.has_thumbnail
                     ]
                     if thumbs:
-                        conn.execute(
-                            sa.update(clips)
-                            .where(clips.c.id == sa.bindparam("cid"))
-                            .values(thumbnail=sa.bindparam("thumb")),
-                            thumbs,
-                        )
+                        _update_thumbnails(conn, thumbs)
                 new_ids.append(ids)
             if before_commit is not None:
                 before_commit(new_ids, old_ids)
@@ -596,10 +598,7 @@ class Catalog:
         if not pairs:
             return
         with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(clips).where(clips.c.id == sa.bindparam("cid")).values(thumbnail=sa.bindparam("thumb")),
-                [{"cid": int(c), "thumb": t} for c, t in pairs],
-            )
+            _update_thumbnails(conn, [{"cid": int(c), "thumb": t} for c, t in pairs])
 
     def record_failure(self, meta: VideoMeta, reason: str) -> list[int]:
         """Mark a file failed with ``reason``; returns clip ids of an older indexed version (now removed)."""
@@ -665,35 +664,38 @@ class Catalog:
             videos.c.height,
         ).select_from(clips.join(videos).join(libraries))
 
-    @staticmethod
-    def _clip(row) -> ClipRecord:
-        m = row._mapping
-        return ClipRecord(**{f: m[f] for f in ClipRecord.__dataclass_fields__})
-
     def get_clip(self, clip_id: int) -> ClipRecord:
         """The clip with this id (with its video's path, root, duration); :class:`NotFound` if none."""
         with self._read() as conn:
             row = conn.execute(self._clip_query().where(clips.c.id == int(clip_id))).first()
         if row is None:
             raise NotFound(f"no clip with id {clip_id}")
-        return self._clip(row)
+        return _record(ClipRecord, row)
+
+    def _records_by_ids(self, ids: Iterable[int], query: Callable[[Sequence[int]], Any], make: Callable) -> list:
+        """``make(row)`` for each of ``ids`` in the same order, fetched in chunks by ``query(chunk)``.
+
+        Negative ids (FAISS pads short result lists with -1) and ids with no row are left out.
+        """
+        wanted = [int(i) for i in ids if int(i) >= 0]
+        found: dict[int, Any] = {}
+        with self._read() as conn:
+            for chunk in _chunks(list(dict.fromkeys(wanted))):
+                for row in conn.execute(query(chunk)):
+                    rec = make(row)
+                    found[rec.id] = rec
+        return [found[i] for i in wanted if i in found]
 
     def clips_by_ids(self, ids: Iterable[int]) -> list[ClipRecord]:
         """Clips for ``ids`` in the same order; ids with no clip (deleted since) are left out."""
-        wanted = [int(i) for i in ids if int(i) >= 0]
-        found: dict[int, ClipRecord] = {}
-        with self._read() as conn:
-            uniq = list(dict.fromkeys(wanted))
-            for i in range(0, len(uniq), _CHUNK):
-                for row in conn.execute(self._clip_query().where(clips.c.id.in_(uniq[i : i + _CHUNK]))):
-                    rec = self._clip(row)
-                    found[rec.id] = rec
-        return [found[i] for i in wanted if i in found]
+        return self._records_by_ids(
+            ids, lambda chunk: self._clip_query().where(clips.c.id.in_(chunk)), lambda r: _record(ClipRecord, r)
+        )
 
     def clips_of_video(self, video_id: int) -> list[ClipRecord]:
         with self._read() as conn:
             rows = conn.execute(self._clip_query().where(clips.c.video_id == int(video_id)).order_by(clips.c.idx))
-            return [self._clip(r) for r in rows]
+            return [_record(ClipRecord, r) for r in rows]
 
     def clip_ids(
         self,
@@ -716,15 +718,16 @@ class Catalog:
             q = q.where(c)
         if video_ids is not None:
             q = q.where(videos.c.id.in_([int(v) for v in video_ids]))
-        with self._read() as conn:
-            ids = np.fromiter((int(x) for x in conn.execute(q).scalars()), dtype=np.int64)
-        ids.sort()
-        return ids
+        return self._sorted_ids(q)
 
     def all_clip_ids(self) -> np.ndarray:
         """Every clip id in the catalog, sorted (what FAISS and the token store must agree with)."""
+        return self._sorted_ids(sa.select(clips.c.id))
+
+    def _sorted_ids(self, q) -> np.ndarray:
+        """The ids ``q`` selects as a sorted int64 array (the form FAISS id selectors take)."""
         with self._read() as conn:
-            ids = np.fromiter((int(x) for x in conn.execute(sa.select(clips.c.id)).scalars()), dtype=np.int64)
+            ids = np.fromiter((int(x) for x in conn.execute(q).scalars()), dtype=np.int64)
         ids.sort()
         return ids
 
@@ -741,11 +744,8 @@ class Catalog:
         new: list[int] = []
         with self.engine.begin() as conn:
             known: dict[str, int] = {}
-            uniq = list(dict.fromkeys(hashes))
-            for i in range(0, len(uniq), _CHUNK):
-                rows = conn.execute(
-                    sa.select(texts.c.id, texts.c.text_hash).where(texts.c.text_hash.in_(uniq[i : i + _CHUNK]))
-                )
+            for chunk in _chunks(list(dict.fromkeys(hashes))):
+                rows = conn.execute(sa.select(texts.c.id, texts.c.text_hash).where(texts.c.text_hash.in_(chunk)))
                 known.update({r.text_hash: int(r.id) for r in rows})
             stmt = sa.insert(texts).returning(texts.c.id)
             for t, h in zip(cleaned, hashes, strict=True):
@@ -760,28 +760,21 @@ class Catalog:
 
     def texts_by_ids(self, ids: Iterable[int]) -> list[TextRecord]:
         """Captions for ``ids`` in the same order; unknown ids are left out."""
-        wanted = [int(i) for i in ids if int(i) >= 0]
-        found: dict[int, TextRecord] = {}
-        with self._read() as conn:
-            uniq = list(dict.fromkeys(wanted))
-            for i in range(0, len(uniq), _CHUNK):
-                q = sa.select(texts.c.id, texts.c.text, texts.c.source).where(texts.c.id.in_(uniq[i : i + _CHUNK]))
-                for r in conn.execute(q):
-                    found[int(r.id)] = TextRecord(int(r.id), r.text, r.source)
-        return [found[i] for i in wanted if i in found]
+        return self._records_by_ids(
+            ids,
+            lambda chunk: sa.select(texts.c.id, texts.c.text, texts.c.source).where(texts.c.id.in_(chunk)),
+            lambda r: TextRecord(int(r.id), r.text, r.source),
+        )
 
     def all_text_ids(self) -> np.ndarray:
-        with self._read() as conn:
-            ids = np.fromiter((int(x) for x in conn.execute(sa.select(texts.c.id)).scalars()), dtype=np.int64)
-        ids.sort()
-        return ids
+        return self._sorted_ids(sa.select(texts.c.id))
 
     def delete_texts(self, ids: Sequence[int]) -> int:
         ids = [int(i) for i in ids]
         n = 0
         with self.engine.begin() as conn:
-            for i in range(0, len(ids), _CHUNK):
-                n += conn.execute(sa.delete(texts).where(texts.c.id.in_(ids[i : i + _CHUNK]))).rowcount
+            for chunk in _chunks(ids):
+                n += conn.execute(sa.delete(texts).where(texts.c.id.in_(chunk))).rowcount
         return n
 
     # -- summary

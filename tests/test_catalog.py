@@ -140,3 +140,31 @@ def test_schema_checks(tmp_path):
         Catalog(f"sqlite:///{tmp_path / 'dir.db'}")
     with pytest.raises(Exception, match="not a database URL"):
         Catalog("nonsense")
+
+
+def test_library_ids_and_thumbnails_written_later(cat):
+    lib = cat.ensure_library("/lib")
+    assert cat.ensure_library("/lib") == lib and cat.ensure_library("/other") != lib
+    (ids,), _ = cat.commit_videos([(_meta("/lib/a.mp4"), _spans(2))])
+    assert cat.get_video(cat.get_clip(ids[0]).video_id).library_id == lib  # commit reuses the library row
+    cat.set_thumbnails([(ids[1], f"thumbs/{ids[1]}.jpg")])
+    assert [c.thumbnail for c in cat.clips_of_video(cat.get_clip(ids[0]).video_id)] == [None, f"thumbs/{ids[1]}.jpg"]
+
+
+def test_queries_span_several_in_clauses(cat, monkeypatch):
+    """Every chunked ``IN (...)`` query gives the same answer when the ids need several chunks."""
+    from retrieval import catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "_CHUNK", 2)
+    paths = [f"/lib/{i}.mp4" for i in range(5)]
+    per_video, _ = cat.commit_videos([(_meta(p), _spans(1)) for p in paths])
+    ids = [v[0] for v in per_video]
+    wanted = [ids[4], ids[0], -1, ids[2], ids[3], ids[1]]
+    assert [r.id for r in cat.clips_by_ids(wanted)] == [i for i in wanted if i >= 0]
+    assert sorted(cat.video_states(paths[::-1])) == paths
+    new, all_ids = cat.add_texts([f"caption {i}" for i in range(5)])
+    assert cat.add_texts([f"caption {i}" for i in range(5)]) == ([], all_ids)  # known hashes found across chunks
+    assert [t.id for t in cat.texts_by_ids(all_ids[::-1])] == all_ids[::-1]
+    assert cat.delete_texts(all_ids) == 5
+    removed = cat.delete_videos([cat.get_clip(i).video_id for i in ids])
+    assert sorted(removed) == sorted(ids) and cat.stats()["videos"] == 0
