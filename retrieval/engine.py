@@ -623,22 +623,27 @@ class SearchEngine:
 
     # ------------------------------------------------------------------ results
     @staticmethod
-    def _clip_hit(rec, itc: float, logits: np.ndarray | None, rank: int) -> dict:
-        hit = {
+    def _scores(itc: float, logits: np.ndarray | None, rank: int) -> dict:
+        """The score fields every hit carries: ranked by the match logit when re-ranked, else by ITC."""
+        match = None if logits is None else float(logits[1])
+        return {
+            "score": float(itc) if match is None else match,
+            "itc_score": float(itc),
+            "match_score": match,
+            "reranked": logits is not None,
+            "rank": rank,
+        }
+
+    @classmethod
+    def _clip_hit(cls, rec, itc: float, logits: np.ndarray | None, rank: int) -> dict:
+        return {
             "clip_id": int(rec.id),
             "video_id": int(rec.video_id),
             "video_path": rec.path,
             "start": round(float(rec.start), 3),
             "end": round(float(rec.end), 3),
-            "score": float(itc),
-            "itc_score": float(itc),
-            "match_score": None,
-            "reranked": logits is not None,
-            "rank": rank,
+            **cls._scores(itc, logits, rank),
         }
-        if logits is not None:
-            hit["score"] = hit["match_score"] = float(logits[1])
-        return hit
 
     def _page_clips(self, ordered, offset: int, k: int, group: bool) -> list[dict]:
         hits = [self._clip_hit(rec, itc, lg, i + 1) for i, (rec, itc, lg) in enumerate(ordered)]
@@ -761,21 +766,10 @@ class SearchEngine:
             lg = self._match_logits(states.float().cpu(), tids, video)
             logits = {t.id: lg[i] for i, (t, _) in enumerate(head)}
         ordered = self._order(cands, lambda t: t.id, logits, r)
-        hits = []
-        for i, (t, itc, lg) in enumerate(ordered[offset : offset + k], start=offset + 1):
-            hit = {
-                "text_id": int(t.id),
-                "text": t.text,
-                "source": t.source,
-                "score": float(itc),
-                "itc_score": float(itc),
-                "match_score": None,
-                "reranked": lg is not None,
-                "rank": i,
-            }
-            if lg is not None:
-                hit["score"] = hit["match_score"] = float(lg[1])
-            hits.append(hit)
+        hits = [
+            {"text_id": int(t.id), "text": t.text, "source": t.source, **self._scores(itc, lg, i)}
+            for i, (t, itc, lg) in enumerate(ordered[offset : offset + k], start=offset + 1)
+        ]
         return hits, len(logits)
 
     def search_embedding(self, vector: Sequence[float], *, target: str = "clips", k: int = 20) -> dict:
