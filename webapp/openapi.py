@@ -37,6 +37,17 @@ def _errors(*statuses: int) -> dict:
     return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
 
 
+def _path_id(name: str) -> dict:
+    """The integer id in a route's path, e.g. ``clip_id`` in ``/api/v1/clips/{clip_id}``."""
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _json_body(required: list[str], properties: dict) -> dict:
+    """A required request body: one JSON object with these properties."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 _SEARCH_PARAMS = [
     {
         "name": "k",
@@ -236,20 +247,20 @@ def build_document() -> dict:
         "/api/v1/clips/{clip_id}": {
             "get": {
                 "summary": "One clip",
-                "parameters": [{"name": "clip_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "parameters": [_path_id("clip_id")],
                 "responses": {"200": _json(_ref("ClipHit"), "The clip"), **_errors(404)},
             }
         },
         "/api/v1/videos/{video_id}": {
             "get": {
                 "summary": "One video with its clips",
-                "parameters": [{"name": "video_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "parameters": [_path_id("video_id")],
                 "responses": {"200": _json(obj, "The video"), **_errors(404)},
             },
             "delete": {
                 "summary": "Remove a video from the index (admin)",
                 "security": admin,
-                "parameters": [{"name": "video_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "parameters": [_path_id("video_id")],
                 "responses": {"200": _json(obj, "Removed"), **_errors(401, 403, 404)},
             },
         },
@@ -261,21 +272,9 @@ def build_document() -> dict:
             "post": {
                 "summary": "Add captions to the text corpus (admin)",
                 "security": admin,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["texts"],
-                                "properties": {
-                                    "texts": {"type": "array", "items": {"type": "string"}},
-                                    "source": {"type": "string"},
-                                },
-                            }
-                        }
-                    },
-                },
+                "requestBody": _json_body(
+                    ["texts"], {"texts": {"type": "array", "items": {"type": "string"}}, "source": {"type": "string"}}
+                ),
                 "responses": {"201": _json(obj, "Ids of the texts"), **_errors(401, 403, 422)},
             }
         },
@@ -283,18 +282,7 @@ def build_document() -> dict:
             "post": {
                 "summary": "Queue a file or folder for indexing (admin; under VTR_INDEX_ROOTS only)",
                 "security": admin,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["path"],
-                                "properties": {"path": {"type": "string"}},
-                            }
-                        }
-                    },
-                },
+                "requestBody": _json_body(["path"], {"path": {"type": "string"}}),
                 "responses": {"202": _json(obj, "Queued"), **_errors(401, 403, 404, 422)},
             }
         },
@@ -309,7 +297,7 @@ def build_document() -> dict:
             "get": {
                 "summary": "One indexing job: queued, running, done or failed, with the tail of its output (admin)",
                 "security": admin,
-                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "parameters": [_path_id("job_id")],
                 "responses": {"200": _json(obj, "The job"), **_errors(401, 403, 404)},
             }
         },
