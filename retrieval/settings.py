@@ -64,6 +64,16 @@ def get_setting(name: str) -> Setting:
     raise KeyError(name)
 
 
+def flag_help(name: str) -> str:
+    """``--help`` text of the flag for setting ``name``: its help line and the variable that also sets it.
+
+    Here, not in each CLI, so that ``indexer`` and ``webapp`` (which never import each other) word it alike.
+    """
+    s = get_setting(name)
+    env = f" [env {s.env}]" if s.env else ""
+    return s.help + env
+
+
 def resolve(name: str, value: Any = None) -> Any:
     """Explicit value beats environment variable beats default."""
     s = get_setting(name)

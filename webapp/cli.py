@@ -14,14 +14,8 @@ from pathlib import Path
 import click
 
 from retrieval.errors import ConfigError, VTRError
-from retrieval.settings import get_setting, resolve
+from retrieval.settings import flag_help, get_setting, resolve
 from webapp.jobs import vtr_command
-
-
-def _help(name: str) -> str:
-    s = get_setting(name)
-    env = f" [env {s.env}]" if s.env else ""
-    return s.help + env
 
 
 def engine_options(fn):
@@ -29,7 +23,7 @@ def engine_options(fn):
     for name in ("rerank_k", "checkpoint", "model", "db", "home"):
         s = get_setting(name)
         kind = click.IntRange(min=0) if name == "rerank_k" else None
-        fn = click.option(s.flag, name, type=kind, default=None, help=_help(name))(fn)
+        fn = click.option(s.flag, name, type=kind, default=None, help=flag_help(name))(fn)
     return fn
 
 
@@ -122,7 +116,7 @@ def search(query, video, clip_id, target, k, offset, rerank, group_by_video, lib
 
 def _setting_option(name: str, **kw):
     s = get_setting(name)
-    return click.option(s.flag, name, default=None, help=_help(name), **kw)
+    return click.option(s.flag, name, default=None, help=flag_help(name), **kw)
 
 
 def _check_can_listen(host: str, port: int) -> None:

@@ -9,26 +9,20 @@ from pathlib import Path
 import click
 
 from indexer.cli import main
-from retrieval.settings import get_setting
-
-
-def _help(name: str) -> str:
-    s = get_setting(name)
-    env = f" [env {s.env}]" if s.env else ""
-    return s.help + env
+from retrieval.settings import flag_help
 
 
 def _home_options(f):
-    f = click.option("--db", default=None, help=_help("db"))(f)
-    f = click.option("--home", default=None, type=click.Path(file_okay=False), help=_help("home"))(f)
+    f = click.option("--db", default=None, help=flag_help("db"))(f)
+    f = click.option("--home", default=None, type=click.Path(file_okay=False), help=flag_help("home"))(f)
     return f
 
 
 def _model_options(f):
     f = click.option(
-        "--checkpoint", default=None, type=click.Path(dir_okay=False, exists=True), help=_help("checkpoint")
+        "--checkpoint", default=None, type=click.Path(dir_okay=False, exists=True), help=flag_help("checkpoint")
     )(f)
-    f = click.option("--model", default=None, help=_help("model"))(f)
+    f = click.option("--model", default=None, help=flag_help("model"))(f)
     return f
 
 
@@ -44,12 +38,12 @@ def _quiet_logging(verbose: bool) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @_home_options
 @_model_options
-@click.option("--clip-seconds", type=click.FloatRange(min=0.1), default=None, help=_help("clip_seconds"))
-@click.option("--stride", type=click.FloatRange(min=0.1), default=None, help=_help("clip_stride"))
-@click.option("--workers", type=click.IntRange(min=1), default=None, help=_help("index_workers"))
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help=_help("index_batch_size"))
-@click.option("--file-timeout", type=click.FloatRange(min=0.1), default=None, help=_help("file_timeout"))
-@click.option("--index-factory", default=None, help=_help("index_factory"))
+@click.option("--clip-seconds", type=click.FloatRange(min=0.1), default=None, help=flag_help("clip_seconds"))
+@click.option("--stride", type=click.FloatRange(min=0.1), default=None, help=flag_help("clip_stride"))
+@click.option("--workers", type=click.IntRange(min=1), default=None, help=flag_help("index_workers"))
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help=flag_help("index_batch_size"))
+@click.option("--file-timeout", type=click.FloatRange(min=0.1), default=None, help=flag_help("file_timeout"))
+@click.option("--index-factory", default=None, help=flag_help("index_factory"))
 @click.option("--prune", is_flag=True, help="Remove files from the index that no longer exist under the given folders.")
 @click.option("--device", default=None, help="Model device: cpu, cuda, cuda:1 ... (default: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
