@@ -28,6 +28,8 @@ def _default_home() -> str:
     return str(Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "vtr")
 
 
+# One setting per line, so the table reads as a table.
+# fmt: off
 SETTINGS: list[Setting] = [
     Setting("home", "VTR_HOME", _default_home(), "Data home: catalog database, FAISS indexes, token store, thumbnails.", flag="--home"),
     Setting("db", "VTR_DB", None, "SQLAlchemy URL of the catalog; default sqlite:///<home>/catalog.db (postgresql+psycopg://… for multi-process).", flag="--db"),
@@ -55,6 +57,7 @@ SETTINGS: list[Setting] = [
     Setting("save_interval", "VTR_SAVE_INTERVAL", 60.0, "Seconds between index checkpoints during `vtr index` (the catalog itself commits every batch).", cast=float),
     Setting("torch_threads", "VTR_TORCH_THREADS", None, "CPU threads per model call while searching; default 1 under `vtr serve` (concurrent requests use the other cores), all cores for `vtr search`.", cast=int),
 ]
+# fmt: on
 
 
 def get_setting(name: str) -> Setting:
