@@ -50,6 +50,11 @@ def assert_error(resp, status, code):
         ("delete", "/api/v1/stats", 405, "method_not_allowed"),
         ("get", "/knn-service", 405, "method_not_allowed"),
         ("get", "/api/v1/search", 422, "invalid_input"),
+        # ids past 64 bits match no route (SQLite would raise OverflowError on them)
+        ("get", "/api/v1/clips/9223372036854775808", 404, "not_found"),
+        ("get", "/api/v1/videos/99999999999999999999999", 404, "not_found"),
+        ("get", "/media/thumbs/9223372036854775808.jpg", 404, "not_found"),
+        ("get", "/media/videos/9223372036854775808", 404, "not_found"),
     ],
 )
 def test_http_errors_share_the_shape(client, method, url, status, code):
@@ -57,6 +62,18 @@ def test_http_errors_share_the_shape(client, method, url, status, code):
     assert_error(resp, status, code)
     if status == 405:
         assert resp.headers.get("Allow")
+
+
+def test_largest_id_is_an_ordinary_404(client):
+    assert "no clip with id" in assert_error(client.get("/api/v1/clips/9223372036854775807"), 404, "not_found")
+
+
+def test_deeply_nested_json_is_422_not_500(client):
+    body = b"[" * 50000 + b"]" * 50000  # json.loads raises RecursionError, which is not a ValueError
+    msg = assert_error(
+        client.post("/api/v1/search/video", data=body, content_type="application/json"), 422, "invalid_input"
+    )
+    assert "nested too deeply" in msg
 
 
 def test_unexpected_errors_are_500_without_details(client):

@@ -184,6 +184,9 @@ def test_front_end_requests(server, engine):
         (b'{"modality": "image", "num_images": 5}', 422, "indice_name is required"),
         (b'{"indice_name": "vtr", "num_images": 5, "text": "x"}', 422, "modality"),
         (b'{"indice_name": "vtr", "modality": "audio", "num_images": 5, "text": "x"}', 422, "modality"),
+        (b'{"indice_name": "vtr", "modality": ["image"], "num_images": 5, "text": "x"}', 422, "modality"),
+        (b'{"indice_name": "vtr", "modality": {"a": 1}, "num_images": 5, "text": "x"}', 422, "modality"),
+        (b"[" * 50000 + b"]" * 50000, 422, "nested too deeply"),
         (b'{"indice_name": "vtr", "modality": "image", "text": "x"}', 422, "num_images is required"),
         (b'{"indice_name": "vtr", "modality": "image", "num_images": 5000, "text": "x"}', 422, "num_images"),
         (b'{"indice_name": "vtr", "modality": "image", "num_images": 5}', 422, "send one of"),
@@ -209,6 +212,17 @@ def test_bad_requests_get_json_errors(server, body, status, fragment):
     assert resp.status_code == status, resp.text
     err = resp.json()["error"]
     assert fragment in err["message"], err
+
+
+def test_front_default_of_3000_ids_is_capped_not_refused(server):
+    # clip-front asks for num_result_ids=3000 (10000 to download): the first 1000 are served
+    body = {"indice_name": "vtr", "modality": "image", "num_images": 2, "num_result_ids": 3000, "text": "a red circle"}
+    resp = post_raw(f"{server}/knn-service", json.dumps(body).encode())
+    assert resp.status_code == 200, resp.text
+    results = resp.json()
+    assert len(results) > 2 and "url" in results[0] and set(results[2]) == {"id", "similarity"}
+    body["num_result_ids"] = 10**9
+    assert post_raw(f"{server}/knn-service", json.dumps(body).encode()).status_code == 422
 
 
 def test_zero_results_requested_is_an_empty_list(server):

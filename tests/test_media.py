@@ -86,6 +86,29 @@ def test_malformed_range_is_ignored_or_416(client, video, spec):
         assert resp.status_code == 200 and resp.data == video["bytes"], spec
 
 
+def test_suffix_range_longer_than_the_file_is_the_whole_file(client, video):
+    # RFC 9110 14.1.2: a suffix-length beyond the representation selects all of it (werkzeug says 416)
+    data = video["bytes"]
+    resp = client.get(f"/media/videos/{video['video_id']}", headers={"Range": f"bytes=-{len(data) + 1000}"})
+    assert resp.status_code == 206 and resp.data == data
+    assert resp.headers["Content-Range"] == f"bytes 0-{len(data) - 1}/{len(data)}"
+    zero = client.get(f"/media/videos/{video['video_id']}", headers={"Range": "bytes=-0"})
+    assert zero.status_code == 416 and zero.get_json()["error"]["code"] == "range_not_satisfiable"
+
+
+@pytest.mark.parametrize("spec", ["bytes=0-1,5-6", "bytes=0-9, -5", "items=0-5", "bytes=5-2,0-1"])
+def test_multiple_ranges_and_other_units_get_the_whole_file(client, video, spec):
+    # no multipart/byteranges here: ignoring Range (200) is what RFC 9110 allows; an unknown unit MUST be ignored
+    resp = client.get(f"/media/videos/{video['video_id']}", headers={"Range": spec})
+    assert resp.status_code == 200 and resp.data == video["bytes"] and "Content-Range" not in resp.headers
+
+
+def test_several_unsatisfiable_ranges_are_416(client, video):
+    size = len(video["bytes"])
+    resp = client.get(f"/media/videos/{video['video_id']}", headers={"Range": f"bytes={size}-,{size + 5}-"})
+    assert resp.status_code == 416 and resp.headers["Content-Range"] == f"bytes */{size}"
+
+
 def test_conditional_requests(client, video):
     first = client.get(f"/media/videos/{video['video_id']}")
     etag = first.headers["ETag"]

@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from flask import Flask, current_app
+from werkzeug.routing import IntegerConverter
 
 from retrieval.settings import get_setting, resolve
 
@@ -35,6 +36,16 @@ MAX_OFFSET = 10_000  # deepest page a request may ask for
 _MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around an upload of the maximum size
 
 _engine_lock = threading.Lock()
+
+
+class _RowIdConverter(IntegerConverter):
+    """``<int:...>`` in this app's routes: ids are 64-bit keys, so a longer number matches no route (404).
+
+    Why: SQLite raises OverflowError on an int past 64 bits, which would surface as a 500.
+    """
+
+    def __init__(self, map, fixed_digits=0, min=None, max=2**63 - 1, signed=False):  # noqa: A002
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 
 # left unset unless given: the engine then uses the model recorded in the index (see SearchEngine)
@@ -66,6 +77,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     config = dict(config or {})
     app = Flask(__name__)
+    app.url_map.converters["int"] = _RowIdConverter
     app.config.update(_resolved_settings(config))
     app.config.update({k: v for k, v in config.items() if k.isupper() and k not in app.config})
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_MB"] * 2**20 + _MULTIPART_SLACK

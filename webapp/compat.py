@@ -29,6 +29,7 @@ bp.before_request(limit_rate)
 
 INDEX_NAME = "vtr"
 MAX_METADATA_IDS = 10_000
+MAX_RESULT_IDS = 100_000  # num_result_ids accepted (and capped at MAX_K); larger is refused as nonsense
 MODALITIES = {"image": "clips", "text": "texts"}
 
 
@@ -111,13 +112,14 @@ def knn_service():
     body = json_body()
     _check_index(body)
     modality = body.get("modality")
-    if modality not in MODALITIES:
+    if not isinstance(modality, str) or modality not in MODALITIES:
         raise InvalidInput('modality is required: "image" (search clips) or "text" (search captions)')
     target = MODALITIES[modality]
     num_images = parse_int("num_images", body.get("num_images"), None, 0, MAX_K)
     if num_images is None:
         raise InvalidInput("num_images is required")
-    num_ids = parse_int("num_result_ids", body.get("num_result_ids"), num_images, 0, MAX_K)
+    # clip-front asks for 3000 ids (10000 for a download) by default: serve the first MAX_K of them
+    num_ids = min(MAX_K, parse_int("num_result_ids", body.get("num_result_ids"), num_images, 0, MAX_RESULT_IDS))
     total = max(num_images, num_ids)
     if total == 0:
         return jsonify([])

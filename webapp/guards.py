@@ -132,7 +132,10 @@ def parse_text(name: str, raw, *, required: bool, max_chars: int) -> str | None:
 
 def json_body() -> dict:
     """The request body as a JSON object, whatever the Content-Type (clients often send none)."""
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:  # json.loads gives up on deeply nested arrays; not a ValueError, so not silent
+        raise InvalidInput("the request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput("the request body must be a JSON object")
     return data

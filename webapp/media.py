@@ -7,8 +7,10 @@ the id inside the data home (thumbnails), so no part of a request path ever reac
 from __future__ import annotations
 
 import mimetypes
+import os
+import re
 
-from flask import Blueprint, send_file
+from flask import Blueprint, request, send_file
 
 from retrieval.errors import NotFound
 from webapp import get_engine
@@ -37,8 +39,47 @@ def _harden(resp):
     return resp
 
 
+_RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+
+
+def range_to_serve(header: str | None, size: int) -> str | None:
+    """The Range header werkzeug should act on, per RFC 9110 where werkzeug is stricter than it.
+
+    werkzeug answers 416 to three requests the RFC says to serve: a range unit other than bytes
+    (must be ignored: 200), a suffix longer than the file (``bytes=-N``: the whole file, 206), and
+    several ranges (it cannot send multipart/byteranges; ignoring Range is allowed: 200). None means
+    "ignore the header"; anything unsatisfiable or malformed is passed on and stays a 416.
+    """
+    if not header:
+        return None
+    unit, sep, spec = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    parts = [_RANGE_SPEC.match(p) for p in spec.split(",")]
+    if any(m is None or not (m.group(1) or m.group(2)) for m in parts):
+        return header  # malformed: 416
+    if len(parts) == 1:
+        first, last = parts[0].groups()
+        if not first and int(last) > size > 0:
+            return "bytes=0-"
+        return header
+    satisfiable = any(
+        (int(m.group(1)) < size and (not m.group(2) or int(m.group(2)) >= int(m.group(1))))
+        if m.group(1)
+        else int(m.group(2)) > 0
+        for m in parts
+    )
+    return None if satisfiable and size > 0 else header
+
+
 def _send(path, mimetype: str, what: str):
     try:
+        size = os.stat(path).st_size
+        served = range_to_serve(request.headers.get("Range"), size)
+        if served is None:
+            request.environ.pop("HTTP_RANGE", None)
+        else:
+            request.environ["HTTP_RANGE"] = served
         resp = send_file(path, mimetype=mimetype, conditional=True, max_age=3600)
     except OSError:  # deleted or unreadable between the catalog lookup and the open
         raise NotFound(f"the {what} is no longer readable") from None
