@@ -47,17 +47,27 @@ def test_identical_captions_are_all_correct_answers():
     assert gt.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
 
 
-def test_duplicate_video_rows_share_one_clip(tiny, test_split, tmp_path):
-    """Two captions of one video: the video is embedded once and both captions count as its answers."""
+def _copy_records(split: Path, dest: Path, n: int) -> list[dict]:
+    """The first ``n`` caption records of ``split``, their videos copied to ``dest`` (captions.jsonl not written)."""
     from retrieval.synth import read_captions
 
-    model, preprocess, tokenizer = tiny
-    recs = read_captions(test_split)[:4]
-    (tmp_path / "videos").mkdir()
+    recs = read_captions(split)[:n]
+    (dest / "videos").mkdir()
     for r in recs:
-        shutil.copy(test_split / r["path"], tmp_path / r["path"])
+        shutil.copy(split / r["path"], dest / r["path"])
+    return recs
+
+
+def _write_captions(dest: Path, recs: list[dict]) -> None:
+    (dest / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_duplicate_video_rows_share_one_clip(tiny, test_split, tmp_path):
+    """Two captions of one video: the video is embedded once and both captions count as its answers."""
+    model, preprocess, tokenizer = tiny
+    recs = _copy_records(test_split, tmp_path, 4)
     extra = {**recs[0], "caption": recs[0]["caption"] + " again", "key": "other"}
-    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*recs, extra]))
+    _write_captions(tmp_path, [*recs, extra])
     report = evaluate(model, preprocess, tokenizer, tmp_path, rerank_k=2)
     assert report["data"] == {**report["data"], "videos": 4, "texts": 5}
     assert report["results"]["v2t"]["itc"]["all"]["n"] == 4
@@ -65,15 +75,11 @@ def test_duplicate_video_rows_share_one_clip(tiny, test_split, tmp_path):
 
 def test_corrupt_video_is_a_clear_error(tiny, test_split, tmp_path):
     from retrieval.errors import DecodeError
-    from retrieval.synth import read_captions
 
     model, preprocess, tokenizer = tiny
-    recs = read_captions(test_split)[:3]
-    (tmp_path / "videos").mkdir()
-    for r in recs:
-        shutil.copy(test_split / r["path"], tmp_path / r["path"])
+    recs = _copy_records(test_split, tmp_path, 3)
     (tmp_path / recs[1]["path"]).write_bytes(b"\x00" * 1000)
-    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    _write_captions(tmp_path, recs)
     with pytest.raises(DecodeError):
         evaluate(model, preprocess, tokenizer, tmp_path)
 
