@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import sqlalchemy as sa
-
-from retrieval.catalog import Catalog
+from retrieval.catalog import Catalog, sqlite_file_missing
 from retrieval.home import DataHome
 from retrieval.index import read_sidecar
-
-
-def _sqlite_missing(url: str) -> bool:
-    u = sa.engine.make_url(url)
-    return u.get_backend_name() == "sqlite" and bool(u.database) and not Path(u.database).exists()
 
 
 def collect_status(home: DataHome, db: str | None = None) -> dict:
@@ -35,7 +26,7 @@ def collect_status(home: DataHome, db: str | None = None) -> dict:
         "model": (clip_meta or text_meta or {}).get("model"),
         "index_factory": clip_meta.get("factory") if clip_meta else None,
     }
-    if _sqlite_missing(url):
+    if sqlite_file_missing(url):
         return out
     catalog = Catalog(url, create=False)
     try:

@@ -273,12 +273,22 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout."""
+def _parse_url(url: str) -> sa.engine.URL:
     try:
-        u = sa.engine.make_url(url)
+        return sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
         raise InvalidInput(f"not a database URL: {url!r} (e.g. sqlite:///path/catalog.db)") from exc
+
+
+def sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` is SQLite and its file does not exist yet: nothing to read, and opening it would create it."""
+    u = _parse_url(url)
+    return u.get_backend_name() == "sqlite" and bool(u.database) and not Path(u.database).exists()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout."""
+    u = _parse_url(url)
     kwargs: dict[str, Any] = {}
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":

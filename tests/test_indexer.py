@@ -268,6 +268,15 @@ def test_status_of_an_empty_home(tmp_path):
     assert res.exit_code == 0
     st = json.loads(res.output)
     assert (st["videos"], st["clips"], st["vectors"], st["texts"], st["failed"]) == (0, 0, 0, 0, [])
+    missing = tmp_path / "elsewhere" / "c.db"
+    res = CliRunner().invoke(main, ["status", "--json", "--home", str(tmp_path / "h"), "--db", f"sqlite:///{missing}"])
+    assert res.exit_code == 0 and json.loads(res.output)["videos"] == 0 and not missing.exists()
+
+
+def test_status_with_a_bad_database_url_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(main, ["status", "--home", str(tmp_path / "h"), "--db", "nonsense"])
+    assert res.exit_code == 1 and "not a database URL: 'nonsense'" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
 
 
 def test_progress_is_bounded_in_time(tmp_path):
