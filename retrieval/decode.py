@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -163,7 +164,20 @@ def _index_times(stream, path: Path) -> list[float] | None:
     return sorted(times) if times else None
 
 
-def _demux_times(container, stream) -> list[float]:
+def _check_deadline(deadline: float | None, path: Path) -> None:
+    """Raise when a decode with a deadline (``time.monotonic()`` value) has run past it.
+
+    Why: a search query file is decoded inside a request; a small upload can hold millions of cheap
+    frames (or huge ones) and would otherwise keep a server thread busy for minutes. The indexer
+    needs none of this: its decoders are processes it kills on a timeout.
+    """
+    if deadline is not None and time.monotonic() > deadline:
+        raise DecodeError(
+            f"{path.name}: decoding took too long (too many or too large frames); send a shorter or smaller clip"
+        )
+
+
+def _demux_times(container, stream, deadline: float | None = None, path: Path = Path("video")) -> list[float]:
     """Per-frame timestamps by reading packets (no decoding): for MKV/WebM and broken indexes."""
     av = _av()
     tb = float(stream.time_base) if stream.time_base else 0.0
@@ -171,6 +185,8 @@ def _demux_times(container, stream) -> list[float]:
     count = 0
     try:
         for pkt in container.demux(stream):
+            if deadline is not None and count % 256 == 0:
+                _check_deadline(deadline, path)
             if pkt.size == 0:
                 continue
             ts = pkt.pts if pkt.pts is not None else pkt.dts
@@ -192,9 +208,10 @@ class Video:
     or, failing that, from reading packets without decoding them.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 1):
+    def __init__(self, path: str | os.PathLike, *, threads: int = 1, deadline: float | None = None):
         self.path = Path(path)
         self.threads = max(0, int(threads))
+        self.deadline = deadline  # time.monotonic() after which decoding stops with a DecodeError
         _check_file(self.path)
         self._container = _open_container(self.path)
         try:
@@ -222,9 +239,12 @@ class Video:
         codec = _codec_name(stream)
         first = None
         try:
-            for frame in self._container.decode(stream):
-                first = frame
-                break
+            for packet in self._container.demux(stream):  # = container.decode(stream), with a deadline check
+                _check_deadline(self.deadline, self.path)
+                frames = packet.decode()
+                if frames:
+                    first = frames[0]
+                    break
         except (av.FFmpegError, OSError) as exc:
             raise DecodeError(f"{self.path.name}: {codec} video does not decode ({exc}); the file is corrupt") from exc
         if first is None:
@@ -241,7 +261,7 @@ class Video:
         if times is None:
             self._container.close()
             self._container = _open_container(self.path)
-            times = _demux_times(self._container, _video_stream(self._container, self.path))
+            times = _demux_times(self._container, _video_stream(self._container, self.path), self.deadline, self.path)
         if not times:
             times = [0.0]
         t = np.asarray(times, dtype=np.float64)
@@ -291,6 +311,7 @@ class Video:
         errors = 0
         try:
             for packet in self._container.demux(stream):
+                _check_deadline(self.deadline, self.path)
                 try:
                     frames = packet.decode()
                 except av.FFmpegError:
@@ -370,9 +391,9 @@ class Video:
 # public functions
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
+def probe(path: str | os.PathLike, *, deadline: float | None = None) -> VideoInfo:
     """Open ``path``, decode its first frame and describe it; raises DecodeError with the reason."""
-    with Video(path) as video:
+    with Video(path, deadline=deadline) as video:
         return video.info
 
 
@@ -400,12 +421,19 @@ def _read_decord(path: Path, indices: Sequence[int], info: VideoInfo, threads: i
 
 
 def read_frames(
-    path: str | os.PathLike, indices: Sequence[int], *, threads: int = 1, backend: str = "auto"
+    path: str | os.PathLike,
+    indices: Sequence[int],
+    *,
+    threads: int = 1,
+    backend: str = "auto",
+    deadline: float | None = None,
 ) -> np.ndarray:
     """Frames of ``path`` at ``indices`` as uint8 [N,H,W,3] (displayed orientation, request order).
 
     ``backend``: "auto" (decord, PyAV when decord fails or is known to be wrong for the file),
     "decord" or "pyav". Indices past the last decodable frame read the last decodable frame.
+    ``deadline`` (a ``time.monotonic()`` value): past it, a DecodeError; "auto" then reads with PyAV,
+    which checks it between packets (a decord call cannot be interrupted).
     """
     if backend not in ("auto", "decord", "pyav"):
         raise InvalidInput(f"unknown decode backend {backend!r} (auto, decord or pyav)")
@@ -414,7 +442,9 @@ def read_frames(
         raise InvalidInput("no frame indices requested")
     if min(indices) < 0:
         raise InvalidInput("frame indices must be non-negative")
-    with Video(path, threads=threads) as video:
+    if deadline is not None and backend == "auto":
+        backend = "pyav"
+    with Video(path, threads=threads, deadline=deadline) as video:
         info = video.info
         clamped = [min(i, info.num_frames - 1) for i in indices]
         if backend != "pyav" and info.codec not in _DECORD_UNSUPPORTED and info.rotation == 0:

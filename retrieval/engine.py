@@ -46,6 +46,8 @@ MAX_K = 1000
 MAX_MOMENTS = 20  # other moments listed per video with group_by_video
 MAX_CANDIDATES = 20_000  # most clips one query ranks (deep pages of grouped results stop there)
 MAX_QUERY_PIXELS = 8192 * 4320  # refuse frames larger than 8K (a decompression bomb in 64 MiB is easy)
+# seconds a query video may take to decode: 64 MiB of near-empty frames decodes for many minutes
+QUERY_DECODE_SECONDS = 30.0
 _EXACT_FILTER_MAX = 50_000  # filtered search scores up to this many allowed clips exactly
 
 
@@ -258,6 +260,7 @@ class SearchEngine:
         reload_interval: float = 1.0,
         max_text_batch: int = 64,
         bundle: tuple | None = None,
+        query_timeout: float = QUERY_DECODE_SECONDS,
     ):
         self.home = home if isinstance(home, DataHome) else DataHome(home)
         self.db_url = self.home.db_url(db)
@@ -266,6 +269,7 @@ class SearchEngine:
         self.checkpoint = resolve("checkpoint", checkpoint)
         self._model_arg = model
         self.reload_interval = float(reload_interval)
+        self.query_timeout = float(query_timeout)
         self._clips = _LiveIndex(self.home.clip_index_path, self.reload_interval)
         self._texts = _LiveIndex(self.home.text_index_path, self.reload_interval)
         self._catalog = None
@@ -465,10 +469,11 @@ class SearchEngine:
         from retrieval.frames import middle_indices
 
         model, preprocess, _ = self.bundle
-        info = probe(path)
+        deadline = time.monotonic() + self.query_timeout
+        info = probe(path, deadline=deadline)
         if info.width * info.height > MAX_QUERY_PIXELS:
             raise InvalidInput(f"the query video is {info.width}x{info.height}; frames up to 8K are accepted")
-        frames = read_frames(path, middle_indices(max(1, info.num_frames), model.num_frames))
+        frames = read_frames(path, middle_indices(max(1, info.num_frames), model.num_frames), deadline=deadline)
         pixels = preprocess(frames)[None].to(self.device)
         with torch.inference_mode():
             emb, tokens = model.encode_video(pixels, normalize=True, return_tokens=True)
@@ -718,7 +723,13 @@ class SearchEngine:
         # token sets instead, and runs only when asked for
         use_rerank = self._use_rerank(rerank) if target == "texts" else bool(rerank) and self.rerank_k > 0
         if path is not None:
-            enc = self._encode_file(path)
+            try:
+                enc = self._encode_file(path)
+            except DecodeError as exc:  # name the file the user sent, not the server's temporary copy
+                if display_name:
+                    exc.message = exc.message.replace(Path(path).name, display_name)
+                    exc.args = (exc.message,)
+                raise
             query: dict = {"file": display_name or Path(path).name}
         else:
             enc = self._encode_clip(int(clip_id))

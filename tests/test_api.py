@@ -179,6 +179,24 @@ def test_video_search_rejects_bad_input(client, kwargs, status, fragment):
     assert fragment in resp.get_json()["error"]["message"]
 
 
+def test_slow_to_decode_upload_times_out_with_a_422(search_home, tiny, tmp_path):
+    # a small upload can hold far more frames than a request may spend decoding: refused, named as sent
+    from tests.videos import make_many_frames
+
+    eng = fixtures.make_engine(search_home, tiny, query_timeout=0.05)
+    try:
+        client = create_app({"ENGINE": eng, "RATE_LIMIT": 0}).test_client()
+        data = make_many_frames(tmp_path / "many.mp4", frames=20_000).read_bytes()
+        resp = client.post("/api/v1/search/video", data={"file": (io.BytesIO(data), "my long clip.mp4")})
+        assert resp.status_code == 422, resp.get_data(as_text=True)
+        err = resp.get_json()["error"]
+        assert err["code"] == "decode_error" and err["message"].startswith("my long clip.mp4: decoding took too long")
+        ok = client.post("/api/v1/search/video", data={"file": (io.BytesIO(b"plain text\n" * 9), "notes.mp4")})
+        assert ok.get_json()["error"]["message"].startswith("notes.mp4: ")  # not the server's temp file name
+    finally:
+        eng.close()
+
+
 def test_truncated_upload_is_handled(client, search_home, tmp_path):
     data = search_home["one_second"].read_bytes()
     resp = client.post("/api/v1/search/video", data={"file": (io.BytesIO(data[: len(data) // 2]), "cut.mp4")})

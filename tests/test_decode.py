@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tests.videos import (
     make_4k_video,
     make_audio_only,
     make_corrupt,
+    make_many_frames,
     make_one_frame_video,
     make_text_as_video,
     make_truncated,
@@ -196,3 +198,15 @@ def test_frames_larger_than_8k_are_refused(tmp_path):
     path = make_video(tmp_path / "huge.avi", seconds=1, fps=1, size=(8256, 4352), codec="mjpeg")
     with pytest.raises(DecodeError, match="larger than 8K"):
         probe(path)
+
+
+def test_deadline_stops_a_long_decode(tmp_path):
+    # 20000 frames behind one keyframe: reading the last one decodes them all (~0.6 s here)
+    path = make_many_frames(tmp_path / "many.mp4", frames=20_000)
+    assert read_frames(path, [19_999]).shape == (1, 64, 64, 3)  # no deadline: it completes
+    t0 = time.monotonic()
+    with pytest.raises(DecodeError, match="many.mp4: decoding took too long"):
+        read_frames(path, [0, 19_999], deadline=time.monotonic() + 0.05)
+    assert time.monotonic() - t0 < 5.0
+    with pytest.raises(DecodeError, match="took too long"):
+        probe(path, deadline=time.monotonic() - 1)  # checked before the first packet, too

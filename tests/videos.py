@@ -218,6 +218,21 @@ def make_4k_video(path: str | Path, seconds: float = 0.5, fps: float = 4) -> Pat
     return make_video(path, seconds=seconds, fps=fps, size=(3840, 2160))
 
 
+def make_many_frames(path: str | Path, frames: int = 20_000, size: tuple[int, int] = (64, 64)) -> Path:
+    """A small file that is slow to decode: ``frames`` black frames after one keyframe (~15 bytes each).
+
+    The hostile-upload shape: seeking cannot skip ahead, so reading a late frame decodes all before it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    _run(
+        ["-f", "lavfi", "-i", f"color=black:s={w}x{h}:r=1000", "-frames:v", str(frames), "-c:v", "libx264",
+         "-preset", "ultrafast", "-x264-params", "keyint=infinite:scenecut=0", "-pix_fmt", "yuv420p", str(path)]
+    )  # fmt: skip
+    return path
+
+
 def make_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
     """An AAC track in an .mp4 container: a real media file without a video stream."""
     path = Path(path)
