@@ -107,3 +107,17 @@ def test_serve_on_a_busy_port_is_a_clear_error(vtr):
         res = vtr("serve", "--port", str(port), "--threads", "2")
     assert res.exit_code == 1, res.output
     assert f"cannot listen on 127.0.0.1:{port}" in res.output
+
+
+def test_every_web_command_is_registered_with_vtr():
+    """An installed `vtr` finds the web app's commands only through setup.cfg's ``vtr.commands`` entry points."""
+    import configparser
+    from pathlib import Path
+
+    from webapp.cli import standalone
+
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    lines = cfg["options.entry_points"]["vtr.commands"].strip().splitlines()
+    registered = dict(line.replace(" ", "").split("=") for line in lines)
+    assert registered == {name: f"webapp.cli:{cmd.callback.__name__}" for name, cmd in standalone.commands.items()}
