@@ -237,6 +237,15 @@ def test_health_reports_a_missing_catalog_as_503(tmp_path, tiny):
     assert "vtr index" in resp.get_json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "body", [b'{"clip_id": 1, "path_prefix": "/a\\ud800"}', b'{"clip_id": 1, "library": "\\udfff"}']
+)
+def test_lone_surrogates_in_json_are_422(client, body):
+    # JSON may escape half a UTF-16 pair; SQLite and the tokenizer cannot encode it (was a 500)
+    resp = client.post("/api/v1/search/video", data=body, content_type="application/json")
+    assert resp.status_code == 422 and "lone surrogate" in resp.get_json()["error"]["message"]
+
+
 # -- admin
 
 
@@ -272,7 +281,15 @@ def test_admin_add_texts(admin, search_home):
     (cid,) = search_home["clip_ids"][str(search_home["one_second"])]
     found = client.post("/api/v1/search/video", json={"clip_id": cid, "target": "texts", "k": 1000}).get_json()
     assert ids[0] in [h["text_id"] for h in found["results"]]
-    for body in ({}, {"texts": []}, {"texts": "one"}, {"texts": [1]}, {"texts": [""]}, {"texts": ["x" * 5000]}):
+    for body in (
+        {},
+        {"texts": []},
+        {"texts": "one"},
+        {"texts": [1]},
+        {"texts": [""]},
+        {"texts": ["x" * 5000]},
+        {"texts": ["half a pair \ud800"]},
+    ):
         bad = client.post("/api/v1/texts", json=body, headers=auth())
         assert bad.status_code == 422, body
 

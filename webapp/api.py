@@ -60,6 +60,8 @@ def _args(source) -> dict:
     library = get("library")
     if library is not None and not isinstance(library, (str, int)) or isinstance(library, bool):
         raise InvalidInput("library must be a library id or root path")
+    if isinstance(library, str):
+        library = parse_text("library", library, required=False, max_chars=4096)
     prefix = parse_text("path_prefix", get("path_prefix"), required=False, max_chars=4096)
     filters = SearchFilters(
         library=str(library).strip() or None if library is not None else None,

@@ -127,6 +127,11 @@ def parse_text(name: str, raw, *, required: bool, max_chars: int) -> str | None:
         raise InvalidInput(f"{name} is too long: {len(text)} characters (limit {max_chars})")
     if "\x00" in text:
         raise InvalidInput(f"{name} must not contain NUL characters")
+    if not text.isascii():
+        try:  # JSON can carry lone surrogates ("\ud800"); the tokenizer and the database cannot store them
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{name} is not valid Unicode (it contains a lone surrogate)") from None
     return text
 
 
