@@ -294,12 +294,13 @@ class SearchEngine:
         if self._catalog is None:
             with self._init_lock:
                 if self._catalog is None:
-                    from retrieval.catalog import Catalog
+                    from retrieval.catalog import Catalog, sqlite_file_missing
 
-                    default_sqlite = self.db_url == f"sqlite:///{self.home.catalog_path}"
-                    if default_sqlite and not self.home.catalog_path.exists():
+                    if sqlite_file_missing(self.db_url):  # opening it would leave an empty file behind
+                        default_sqlite = self.db_url == f"sqlite:///{self.home.catalog_path}"
+                        where = self.home.root if default_sqlite else self.db_url
                         raise StoreError(
-                            f"no catalog in {self.home.root}: index some videos first (`vtr index FOLDER "
+                            f"no catalog in {where}: index some videos first (`vtr index FOLDER "
                             f"--home {self.home.root}`), or try `vtr demo`"
                         )
                     self._catalog = Catalog(self.db_url, create=False)

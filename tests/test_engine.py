@@ -251,6 +251,10 @@ def test_long_query_is_truncated_not_refused(engine):
 def test_missing_home_and_model_mismatch(tmp_path, search_home, tiny):
     with pytest.raises(StoreError, match="no catalog"):
         SearchEngine(tmp_path / "nothing", bundle=tiny).search_text("x")
+    elsewhere = tmp_path / "elsewhere" / "c.db"
+    with pytest.raises(StoreError, match="no catalog in sqlite:///"):
+        SearchEngine(tmp_path / "h", db=f"sqlite:///{elsewhere}", bundle=tiny).search_text("x")
+    assert not elsewhere.exists()  # a mistyped --db leaves no empty catalog behind
     with pytest.raises(IndexMismatch, match="viclip-tiny-test"):
         SearchEngine(search_home["home"], model="viclip-tiny-synth", checkpoint="random").load()
 
