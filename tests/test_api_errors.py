@@ -76,6 +76,21 @@ def test_deeply_nested_json_is_422_not_500(client):
     assert "nested too deeply" in msg
 
 
+def test_damaged_catalog_is_503_in_the_error_shape(tmp_path, tiny):
+    from retrieval.engine import SearchEngine
+    from retrieval.home import DataHome
+
+    (tmp_path / "catalog.db").write_bytes(b"not sqlite at all " * 64)
+    eng = SearchEngine(DataHome(tmp_path), bundle=tiny, reload_interval=0.0)
+    try:
+        client = create_app({"ENGINE": eng, "RATE_LIMIT": 0}).test_client()
+        for url in ("/api/v1/health", "/api/v1/stats", "/api/v1/search?q=red", "/api/v1/clips/1"):
+            msg = assert_error(client.get(url), 503, "store_error")
+            assert "file is not a database" in msg
+    finally:
+        eng.close()
+
+
 def test_unexpected_errors_are_500_without_details(client):
     msg = assert_error(client.get("/test-only/boom"), 500, "internal_error")
     assert "secret" not in msg and "Traceback" not in msg

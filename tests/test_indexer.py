@@ -279,6 +279,15 @@ def test_status_with_a_bad_database_url_is_a_clear_error(tmp_path):
     assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
 
 
+def test_status_of_a_damaged_catalog_is_one_line_not_a_traceback(tmp_path):
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "catalog.db").write_bytes(b"not sqlite at all " * 64)
+    res = CliRunner().invoke(main, ["status", "--home", str(home)])
+    assert res.exit_code == 1 and "error: the catalog database failed: file is not a database" in res.output
+    assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output
+
+
 def test_progress_is_bounded_in_time(tmp_path):
     """A library of small files indexes at a sane rate (guards against per-file stalls in the loop)."""
     lib = tmp_path / "lib"

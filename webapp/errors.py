@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, current_app, jsonify
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from retrieval.errors import VTRError
@@ -76,6 +77,10 @@ def _from_http(exc: HTTPException) -> Response:
 def _from_unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):  # raised from deep inside werkzeug helpers
         return _from_http(exc)
+    if isinstance(exc, SQLAlchemyError):  # a damaged, locked or unreachable catalog: the service, not the request
+        log.exception("catalog database error while serving a request")
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        return error_response(503, "store_error", f"the catalog database failed: {reason}")
     log.exception("unhandled error while serving a request")
     return error_response(500, "internal_error", "internal server error (see the server log)")
 

@@ -24,6 +24,15 @@ class VTRGroup(click.Group):
         except VTRError as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(1)
+        except Exception as exc:
+            from sqlalchemy.exc import SQLAlchemyError  # late: most commands never open the catalog
+
+            if not isinstance(exc, SQLAlchemyError):
+                raise
+            # a damaged or unreachable catalog (``file is not a database``): one line, not a traceback
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            click.echo(f"error: the catalog database failed: {reason}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=VTRGroup, context_settings={"help_option_names": ["-h", "--help"]})
