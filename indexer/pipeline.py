@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.fingerprint import fingerprint
-from indexer.scan import FoundFile, scan
+from indexer.scan import FoundFile, scan, under_roots
 from indexer.sink import ClipSink, PendingVideo
 from indexer.worker import Job, WorkerConfig, process_file
 from retrieval.catalog import STATUS_INDEXED, Catalog, ClipSpan, VideoMeta
@@ -661,7 +661,7 @@ def run_index(opts: IndexOptions) -> IndexReport:
             gone = [
                 (vid, path)
                 for path, vid in ((s_path, s["id"]) for s_path, s in catalog.video_states().items())
-                if path not in seen and found.covers(path)
+                if path not in seen and found.covers(path) and not under_roots(path, found.unreadable)
             ]
             if opts.prune and gone:
                 sink.remove_videos([vid for vid, _ in gone])

@@ -37,6 +37,9 @@ class ScanResult:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     roots: list[str] = field(default_factory=list)  # folders scanned completely (for --prune)
     file_roots: list[str] = field(default_factory=list)  # single files given as roots
+    # folders whose contents could not be seen (unlistable, or a link to a folder that is not there, e.g.
+    # an unmounted drive): their files are not found, but that does not mean they were deleted
+    unreadable: list[str] = field(default_factory=list)
 
     def covers(self, path: str) -> bool:
         """True when this scan looked at ``path``'s location, so its absence means it is gone."""
@@ -81,7 +84,7 @@ def scan(
             result.errors.append((root, "not a file or folder"))
             continue
         result.roots.append(root)
-        found = list(_walk(root, exts, excluded, seen_files, result.errors))
+        found = list(_walk(root, exts, excluded, seen_files, result.errors, result.unreadable))
         found.sort(key=lambda f: f.path)
         result.files.extend(found)
     return result
@@ -105,7 +108,12 @@ def _reason(exc: OSError) -> str:
 
 
 def _walk(
-    root: str, exts: frozenset[str], excluded: set, seen_files: set, errors: list[tuple[str, str]]
+    root: str,
+    exts: frozenset[str],
+    excluded: set,
+    seen_files: set,
+    errors: list[tuple[str, str]],
+    unreadable: list[str],
 ) -> Iterator[FoundFile]:
     visited_dirs: set[tuple[int, int]] = set()
     stack = [root]
@@ -115,6 +123,7 @@ def _walk(
             key = _real_key(folder)
         except OSError as exc:
             errors.append((folder, _reason(exc)))
+            unreadable.append(folder)
             continue
         if key in visited_dirs or key in excluded:
             continue
@@ -123,6 +132,7 @@ def _walk(
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
             errors.append((folder, _reason(exc)))
+            unreadable.append(folder)
             continue
         subdirs = []
         for entry in entries:
@@ -133,6 +143,8 @@ def _walk(
             except OSError as exc:  # dangling symlink, permission denied
                 if is_video_name(entry.name, exts):
                     errors.append((entry.path, "broken symbolic link" if entry.is_symlink() else _reason(exc)))
+                else:  # maybe a link to a folder on a drive that is not mounted now
+                    unreadable.append(entry.path)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 subdirs.append(entry.path)

@@ -155,6 +155,28 @@ def test_changed_files_are_reindexed_and_deleted_ones_pruned(tmp_path):
     cat.close()
 
 
+def test_prune_keeps_videos_behind_a_folder_link_that_went_dangling(tmp_path):
+    # a library assembled from links to drives: an unmounted drive is not a deleted library
+    drive, lib, home = tmp_path / "drive", tmp_path / "lib", tmp_path / "home"
+    (kept,) = make_library(drive / "films", count=1, seconds=2)
+    local = make_video(lib / "local.mp4", seconds=2)
+    lib.joinpath("external").symlink_to(drive / "films", target_is_directory=True)
+    assert run_index(_opts([lib], home)).exit_code == 0
+    linked = str(lib / "external" / kept.name)
+    shutil.move(drive / "films", tmp_path / "unmounted")  # the link now points nowhere
+    found = scan([lib])
+    assert found.unreadable == [str(lib / "external")] and not found.errors
+    rep = run_index(_opts([lib], home, prune=True))
+    assert rep.pruned == [] and rep.exit_code == 0
+    _, cat, _, _ = _stores(home)
+    assert cat.video_by_path(linked) is not None and cat.video_by_path(str(local)) is not None
+    local.unlink()  # a file that is really gone is still pruned
+    assert run_index(_opts([lib], home, prune=True)).pruned == [str(local)]
+    assert cat.video_by_path(linked) is not None
+    cat.close()
+    _assert_consistent(home)
+
+
 def test_a_file_that_stalls_the_decoder_times_out_and_the_run_goes_on(tmp_path):
     lib = tmp_path / "lib"
     slow = make_4k_video(lib / "a_slow_4k.mp4", seconds=3, fps=8)
