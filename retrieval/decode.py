@@ -107,12 +107,46 @@ def _av():
     return av
 
 
-def _open_container(path: Path):
+def _only_this_file(path: Path, opened: list):
+    """An ffmpeg ``io_open`` that opens ``path`` and refuses every other file or URL.
+
+    Why: playlists and manifests (HLS ``.m3u8``, DASH ``.mpd``, ``ffconcat``) are "videos" to ffmpeg
+    that make it read other files or fetch URLs, so an uploaded query could make the server read
+    its own files or connect anywhere (and wait on it). A query must be one self-contained file.
+    """
+    name = str(path)
+
+    def io_open(url: str, flags: int, options: dict):
+        if url != name:
+            raise _reference_file(path)
+        fh = open(name, "rb")
+        opened.append(fh)  # PyAV does not close what io_open returns: the caller does (Video.close)
+        return fh
+
+    return io_open
+
+
+# demuxers whose "file" names other files or streams; concat opens them without going through io_open
+_REFERENCE_FORMATS = frozenset({"concat", "hls", "dash", "sdp", "rtp", "rtsp", "tee"})
+
+
+def _reference_file(path: Path) -> DecodeError:
+    return DecodeError(
+        f"{path.name}: is a playlist or reference file (it points to other files or URLs); send the video itself"
+    )
+
+
+def _open_container(path: Path, self_contained: bool = False, opened: list | None = None):
     av = _av()
+    extra = {"io_open": _only_this_file(path, opened if opened is not None else [])} if self_contained else {}
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), metadata_errors="ignore", **extra)
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
         raise _open_error(path, exc) from exc
+    if self_contained and set(container.format.name.split(",")) & _REFERENCE_FORMATS:
+        container.close()
+        raise _reference_file(path)
+    return container
 
 
 def _video_stream(container, path: Path):
@@ -208,13 +242,23 @@ class Video:
     or, failing that, from reading packets without decoding them.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 1, deadline: float | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        threads: int = 1,
+        deadline: float | None = None,
+        self_contained: bool = False,
+    ):
         self.path = Path(path)
         self.threads = max(0, int(threads))
         self.deadline = deadline  # time.monotonic() after which decoding stops with a DecodeError
+        self.self_contained = self_contained  # refuse playlists that open other files/URLs (untrusted input)
+        self._opened: list = []  # file objects handed to ffmpeg through io_open (self_contained only)
         _check_file(self.path)
-        self._container = _open_container(self.path)
+        self._container = None
         try:
+            self._container = _open_container(self.path, self_contained, self._opened)
             self.info, self._times = self._probe()
         except BaseException:
             self.close()
@@ -225,6 +269,8 @@ class Video:
         if self._container is not None:
             self._container.close()
             self._container = None
+        while self._opened:
+            self._opened.pop().close()
 
     def __enter__(self) -> Video:
         return self
@@ -257,23 +303,26 @@ class Video:
         if rotation in (90, 270):
             width, height = height, width
 
+        # read what is needed from `stream` now: it belongs to the container closed below, and touching
+        # a closed container's stream reads freed memory (a segfault with e.g. an ffconcat file)
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+        stream_seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
         times = _index_times(stream, self.path)
         if times is None:
             self._container.close()
-            self._container = _open_container(self.path)
+            self._container = _open_container(self.path, self.self_contained, self._opened)
             times = _demux_times(self._container, _video_stream(self._container, self.path), self.deadline, self.path)
         if not times:
             times = [0.0]
         t = np.asarray(times, dtype=np.float64)
         t -= t[0]
-        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
         if len(t) > 1:
             step = float(t[-1] - t[-2]) or (1.0 / rate if rate else 0.0)  # the last frame shows this long
             duration = float(t[-1] + step)
             fps = len(t) / duration if duration > 0 else (rate or 0.0)
         else:
             candidates = [
-                float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0,
+                stream_seconds,
                 (self._container.duration or 0) / 1e6,
                 1.0 / rate if rate else 0.0,
             ]
@@ -303,7 +352,7 @@ class Video:
     def _decoder(self):
         av = _av()
         self.close()
-        self._container = _open_container(self.path)
+        self._container = _open_container(self.path, self.self_contained, self._opened)
         stream = _video_stream(self._container, self.path)
         if self.threads != 1:
             stream.thread_type = "AUTO"
@@ -391,9 +440,12 @@ class Video:
 # public functions
 
 
-def probe(path: str | os.PathLike, *, deadline: float | None = None) -> VideoInfo:
-    """Open ``path``, decode its first frame and describe it; raises DecodeError with the reason."""
-    with Video(path, deadline=deadline) as video:
+def probe(path: str | os.PathLike, *, deadline: float | None = None, self_contained: bool = False) -> VideoInfo:
+    """Open ``path``, decode its first frame and describe it; raises DecodeError with the reason.
+
+    ``deadline`` and ``self_contained``: see :func:`read_frames` (for files from untrusted users).
+    """
+    with Video(path, deadline=deadline, self_contained=self_contained) as video:
         return video.info
 
 
@@ -427,13 +479,16 @@ def read_frames(
     threads: int = 1,
     backend: str = "auto",
     deadline: float | None = None,
+    self_contained: bool = False,
 ) -> np.ndarray:
     """Frames of ``path`` at ``indices`` as uint8 [N,H,W,3] (displayed orientation, request order).
 
     ``backend``: "auto" (decord, PyAV when decord fails or is known to be wrong for the file),
     "decord" or "pyav". Indices past the last decodable frame read the last decodable frame.
     ``deadline`` (a ``time.monotonic()`` value): past it, a DecodeError; "auto" then reads with PyAV,
-    which checks it between packets (a decord call cannot be interrupted).
+    which checks it between packets (a decord call cannot be interrupted). ``self_contained``: refuse
+    playlists and manifests (HLS, DASH, ffconcat) that would make ffmpeg open other files or URLs; "auto"
+    then reads with PyAV too (decord opens files its own way).
     """
     if backend not in ("auto", "decord", "pyav"):
         raise InvalidInput(f"unknown decode backend {backend!r} (auto, decord or pyav)")
@@ -442,9 +497,9 @@ def read_frames(
         raise InvalidInput("no frame indices requested")
     if min(indices) < 0:
         raise InvalidInput("frame indices must be non-negative")
-    if deadline is not None and backend == "auto":
+    if (deadline is not None or self_contained) and backend == "auto":
         backend = "pyav"
-    with Video(path, threads=threads, deadline=deadline) as video:
+    with Video(path, threads=threads, deadline=deadline, self_contained=self_contained) as video:
         info = video.info
         clamped = [min(i, info.num_frames - 1) for i in indices]
         if backend != "pyav" and info.codec not in _DECORD_UNSUPPORTED and info.rotation == 0:

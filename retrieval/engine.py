@@ -471,10 +471,11 @@ class SearchEngine:
 
         model, preprocess, _ = self.bundle
         deadline = time.monotonic() + self.query_timeout
-        info = probe(path, deadline=deadline)
+        info = probe(path, deadline=deadline, self_contained=True)  # an upload may be a hostile playlist
         if info.width * info.height > MAX_QUERY_PIXELS:
             raise InvalidInput(f"the query video is {info.width}x{info.height}; frames up to 8K are accepted")
-        frames = read_frames(path, middle_indices(max(1, info.num_frames), model.num_frames), deadline=deadline)
+        indices = middle_indices(max(1, info.num_frames), model.num_frames)
+        frames = read_frames(path, indices, deadline=deadline, self_contained=True)
         pixels = preprocess(frames)[None].to(self.device)
         with torch.inference_mode():
             emb, tokens = model.encode_video(pixels, normalize=True, return_tokens=True)

@@ -197,6 +197,17 @@ def test_slow_to_decode_upload_times_out_with_a_422(search_home, tiny, tmp_path)
         eng.close()
 
 
+def test_playlist_uploads_cannot_make_the_server_read_its_files(client, search_home):
+    # an HLS playlist or an ffconcat list naming a file on the server would make ffmpeg decode that file
+    target = search_home["one_second"]
+    hls = f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{target}\n#EXT-X-ENDLIST\n".encode()
+    concat = f"ffconcat version 1.0\nfile {target.name}\n".encode()  # relative: next to the temp file
+    for data, name in [(hls, "list.m3u8"), (concat, "list.mp4"), (concat, "list.txt")]:
+        resp = client.post("/api/v1/search/video", data={"file": (io.BytesIO(data), name), "k": "1"})
+        assert resp.status_code == 422, (name, resp.get_data(as_text=True))
+        assert resp.get_json()["error"]["code"] == "decode_error", name
+
+
 def test_truncated_upload_is_handled(client, search_home, tmp_path):
     data = search_home["one_second"].read_bytes()
     resp = client.post("/api/v1/search/video", data={"file": (io.BytesIO(data[: len(data) // 2]), "cut.mp4")})

@@ -210,3 +210,18 @@ def test_deadline_stops_a_long_decode(tmp_path):
     assert time.monotonic() - t0 < 5.0
     with pytest.raises(DecodeError, match="took too long"):
         probe(path, deadline=time.monotonic() - 1)  # checked before the first packet, too
+
+
+def test_self_contained_refuses_playlists_and_concat_lists(tmp_path):
+    clip = make_video(tmp_path / "clip.mp4", seconds=1)
+    hls = tmp_path / "list.m3u8"
+    hls.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{clip}\n#EXT-X-ENDLIST\n")
+    concat = tmp_path / "list.bin"
+    concat.write_text("ffconcat version 1.0\nfile clip.mp4\n")
+    assert probe(concat).num_frames > 0  # what ffmpeg does by default: it reads clip.mp4
+    for path in (hls, concat):
+        with pytest.raises(DecodeError, match="playlist or reference file"):
+            probe(path, self_contained=True)
+        with pytest.raises(DecodeError, match="playlist or reference file"):
+            read_frames(path, [0], self_contained=True)
+    assert read_frames(clip, [0, 5], self_contained=True).shape[0] == 2  # a real file is fine
