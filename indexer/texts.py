@@ -70,8 +70,13 @@ def read_texts(path: str | Path, fmt: str | None = None) -> list[str]:
     else:
         items = _csv(text, "\t" if fmt == "tsv" else ",", path.name)
     out = []
-    for t in items:
+    for i, t in enumerate(items, 1):
         t = " ".join(str(t).split())
+        if not t.isascii():
+            try:  # JSON may escape half a UTF-16 pair ("\ud800"): the catalog cannot store it
+                t.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput(f"{path.name}: caption {i} is not valid Unicode (a lone surrogate)") from None
         if t:
             out.append(t[:MAX_TEXT_CHARS])
     return out
@@ -84,6 +89,8 @@ def _jsonl(text: str, name: str) -> list[str]:
             values = json.loads(stripped)
         except ValueError as exc:
             raise InvalidInput(f"{name}: invalid JSON: {exc}") from exc
+        except RecursionError:  # not a ValueError
+            raise InvalidInput(f"{name}: invalid JSON: nested too deeply") from None
         return [_json_text(v, name, i + 1) for i, v in enumerate(values)]
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -93,6 +100,8 @@ def _jsonl(text: str, name: str) -> list[str]:
             value = json.loads(line)
         except ValueError as exc:
             raise InvalidInput(f"{name} line {lineno}: invalid JSON ({exc.msg})") from exc
+        except RecursionError:
+            raise InvalidInput(f"{name} line {lineno}: invalid JSON (nested too deeply)") from None
         out.append(_json_text(value, name, lineno))
     return out
 

@@ -251,6 +251,26 @@ def test_cli_exit_codes_and_summary(tmp_path):
     assert res.exit_code == 1 and "unknown model 'no-such-model'" in res.output
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("surrogate.jsonl", '{"text": "half a pair \\ud800"}\n', "caption 1 is not valid Unicode"),
+        ("deep.jsonl", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        (
+            "deep_line.jsonl",
+            '{"a": ' * 100_000 + "1" + "}" * 100_000 + "\n",
+            "line 1: invalid JSON (nested too deeply)",
+        ),
+    ],
+)
+def test_texts_add_refuses_json_python_cannot_store_with_one_line(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    res = CliRunner().invoke(
+        main, ["texts", "add", str(tmp_path / name), "--home", str(tmp_path / "h"), "--model", MODEL]
+    )
+    assert res.exit_code == 1 and message in res.output and isinstance(res.exception, SystemExit), res.output
+
+
 def test_texts_add_formats_duplicates_and_reconciliation(tmp_path):
     runner = CliRunner()
     home = tmp_path / "home"
