@@ -39,7 +39,8 @@ def _harden(resp):
     return resp
 
 
-_RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+# at most 19 digits (2**63): a longer number is malformed here, and int() refuses > 4300 digits anyway
+_RANGE_SPEC = re.compile(r"^\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$")
 
 
 def range_to_serve(header: str | None, size: int) -> str | None:
