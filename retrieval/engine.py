@@ -885,6 +885,8 @@ class SearchEngine:
     def video_file(self, video_id: int) -> Path:
         """The file of an indexed video (from the catalog only), or NotFound."""
         v = self.catalog.get_video(video_id)
+        if v.status != "indexed":  # a file that failed to index may be anything (a text renamed .mp4)
+            raise NotFound(f"video {video_id} was not indexed ({v.error or v.status}); its file is not served")
         p = Path(v.path)
         if not p.is_file():
             raise NotFound(f"the file of video {video_id} is no longer at its indexed path")

@@ -180,3 +180,24 @@ def test_file_gone_from_disk_is_404_not_500(search_home, tiny, tmp_path):
     thumb = client.get(f"/media/thumbs/{cid}.jpg")
     assert thumb.status_code == 404 and thumb.get_json()["error"]["code"] == "not_found"
     eng.close()
+
+
+def test_a_file_that_failed_to_index_is_not_served(search_home, tiny, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    good = shutil.copy(search_home["one_second"], lib / "good.mp4")
+    (lib / "notes.mp4").write_text("not a video\n")
+    home = DataHome(tmp_path / "home")
+    from indexer.pipeline import IndexOptions, run_index
+
+    opts = IndexOptions(paths=[str(lib)], home=str(home.root), model=fixtures.MODEL, workers=1, progress=False)
+    report = run_index(opts)
+    assert [f["path"] for f in report.failed] == [str(lib / "notes.mp4")] and report.indexed == [str(good)]
+    eng = SearchEngine(home, bundle=tiny, reload_interval=0.0)
+    client = BufferedClient(create_app({"ENGINE": eng, "RATE_LIMIT": 0}).test_client())
+    bad_id = eng.catalog.video_by_path(str(lib / "notes.mp4")).id
+    resp = client.get(f"/media/videos/{bad_id}")
+    assert resp.status_code == 404 and "not indexed" in resp.get_json()["error"]["message"]
+    good_id = eng.catalog.video_by_path(str(good)).id
+    assert client.get(f"/media/videos/{good_id}").status_code == 200
+    eng.close()
