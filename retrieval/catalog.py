@@ -375,10 +375,6 @@ class Catalog:
             raise StoreError(f"catalog unavailable: {exc.orig}") from exc
 
     # -- libraries
-    def ensure_library(self, root: str) -> int:
-        with self.engine.begin() as conn:
-            return self._library_id(conn, str(root))
-
     def libraries(self) -> list[dict]:
         """Every library root with its video and clip counts."""
         vc = (
@@ -603,12 +599,6 @@ class Catalog:
     def _insert_clips(self, conn: Connection, rows: list[dict]) -> list[int]:
         stmt = sa.insert(clips).returning(clips.c.id, sort_by_parameter_order=True)
         return [int(x) for x in conn.execute(stmt, rows).scalars()]
-
-    def set_thumbnails(self, pairs: Sequence[tuple[int, str]]) -> None:
-        if not pairs:
-            return
-        with self.engine.begin() as conn:
-            _update_thumbnails(conn, [{"cid": int(c), "thumb": t} for c, t in pairs])
 
     def record_failure(self, meta: VideoMeta, reason: str) -> list[int]:
         """Mark a file failed with ``reason``; returns clip ids of an older indexed version (now removed)."""

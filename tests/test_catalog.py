@@ -142,15 +142,6 @@ def test_schema_checks(tmp_path):
         Catalog("nonsense")
 
 
-def test_library_ids_and_thumbnails_written_later(cat):
-    lib = cat.ensure_library("/lib")
-    assert cat.ensure_library("/lib") == lib and cat.ensure_library("/other") != lib
-    (ids,), _ = cat.commit_videos([(_meta("/lib/a.mp4"), _spans(2))])
-    assert cat.get_video(cat.get_clip(ids[0]).video_id).library_id == lib  # commit reuses the library row
-    cat.set_thumbnails([(ids[1], f"thumbs/{ids[1]}.jpg")])
-    assert [c.thumbnail for c in cat.clips_of_video(cat.get_clip(ids[0]).video_id)] == [None, f"thumbs/{ids[1]}.jpg"]
-
-
 def test_queries_span_several_in_clauses(cat, monkeypatch):
     """Every chunked ``IN (...)`` query gives the same answer when the ids need several chunks."""
     from retrieval import catalog as catalog_module
