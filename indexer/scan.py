@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from retrieval.utf8 import is_utf8_encodable
+
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset(
@@ -90,14 +92,6 @@ def scan(
     return result
 
 
-def _utf8(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
 def _real_key(path) -> tuple[int, int]:
     st = os.stat(path)
     return (st.st_dev, st.st_ino)
@@ -149,7 +143,7 @@ def _walk(
             if stat.S_ISDIR(st.st_mode):
                 subdirs.append(entry.path)
             elif stat.S_ISREG(st.st_mode) and is_video_name(entry.name, exts):
-                if not _utf8(entry.path):  # the catalog stores text: such a name cannot be recorded
+                if not is_utf8_encodable(entry.path):  # the catalog stores text: such a name cannot be recorded
                     errors.append(
                         (
                             os.fsencode(entry.path).decode("utf-8", "backslashreplace"),

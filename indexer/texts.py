@@ -25,6 +25,7 @@ from retrieval.catalog import Catalog
 from retrieval.errors import InvalidInput
 from retrieval.home import DataHome
 from retrieval.index import VectorIndex
+from retrieval.utf8 import is_utf8_encodable
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,8 @@ def read_texts(path: str | Path, fmt: str | None = None) -> list[str]:
     out = []
     for i, t in enumerate(items, 1):
         t = " ".join(str(t).split())
-        if not t.isascii():
-            try:  # JSON may escape half a UTF-16 pair ("\ud800"): the catalog cannot store it
-                t.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidInput(f"{path.name}: caption {i} is not valid Unicode (a lone surrogate)") from None
+        if not is_utf8_encodable(t):
+            raise InvalidInput(f"{path.name}: caption {i} is not valid Unicode (a lone surrogate)")
         if t:
             out.append(t[:MAX_TEXT_CHARS])
     return out

@@ -12,6 +12,7 @@ import math
 from flask import current_app, request
 
 from retrieval.errors import InvalidInput, VTRError
+from retrieval.utf8 import is_utf8_encodable
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -127,11 +128,8 @@ def parse_text(name: str, raw, *, required: bool, max_chars: int) -> str | None:
         raise InvalidInput(f"{name} is too long: {len(text)} characters (limit {max_chars})")
     if "\x00" in text:
         raise InvalidInput(f"{name} must not contain NUL characters")
-    if not text.isascii():
-        try:  # JSON can carry lone surrogates ("\ud800"); the tokenizer and the database cannot store them
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(f"{name} is not valid Unicode (it contains a lone surrogate)") from None
+    if not is_utf8_encodable(text):
+        raise InvalidInput(f"{name} is not valid Unicode (it contains a lone surrogate)")
     return text
 
 
