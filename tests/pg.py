@@ -4,14 +4,11 @@ Runs the server as the ``postgres`` system user when the tests run as root (Post
 run as root), as the current user otherwise. Starts in about a second, listens only on loopback,
 trusts local connections, and is deleted completely on ``stop()``.
 
-Usage in a test module::
-
-    from tests.pg import postgres_url  # noqa: F401  (the fixture)
+The fixtures ``postgres_server`` (session-scoped; skips with the reason when PostgreSQL or psycopg
+is missing) and ``postgres_url`` (a fresh database per test) are in ``conftest.py``::
 
     @pytest.mark.postgres
     def test_something(postgres_url): ...
-
-The fixture is session-scoped and skips (with the reason) when PostgreSQL or psycopg is missing.
 """
 
 from __future__ import annotations
@@ -24,8 +21,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-
-import pytest
 
 
 def find_bindir() -> Path | None:
@@ -117,35 +112,3 @@ class PostgresServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A running throwaway server for the whole session (skipped with a reason when unavailable)."""
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg not installed: pip install 'psycopg[binary]'")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as the postgres user")
-    server = PostgresServer()
-    try:
-        server.start()
-    except (RuntimeError, subprocess.TimeoutExpired, KeyError, LookupError) as exc:
-        server.stop()
-        pytest.skip(f"could not start a throwaway PostgreSQL server: {exc}")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def postgres_url(postgres_server, request):
-    """A fresh, empty database on the session's server for each test."""
-    name = (
-        "t_"
-        + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40]
-        + f"_{os.getpid()}_{time.monotonic_ns() % 100000}"
-    )
-    return postgres_server.create_database(name)

@@ -9,10 +9,8 @@ import pytest
 
 from retrieval.engine import SearchEngine
 from retrieval.home import DataHome
-from tests import test_api_home as fixtures
+from tests import home as fixtures
 from webapp import create_app
-
-search_home, engine = fixtures.search_home, fixtures.engine
 
 CLIP_FIELDS = {
     "clip_id",

@@ -9,9 +9,6 @@ import pytest
 from click.testing import CliRunner
 
 from indexer.cli import main
-from tests import test_api_home as fixtures
-
-search_home = fixtures.search_home
 
 
 @pytest.fixture(scope="module")

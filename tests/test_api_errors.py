@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests import test_api_home as fixtures
 from webapp import create_app
 from webapp.openapi import build_document
 from webapp.ratelimit import RateLimiter
-
-search_home, engine = fixtures.search_home, fixtures.engine
 
 
 @pytest.fixture(scope="module")

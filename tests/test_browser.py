@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import test_api_home as fixtures
+from tests import home as fixtures
 
 pytestmark = pytest.mark.browser
 
-search_home = fixtures.search_home
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "browser-test-token"
 XSS_CAPTION = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script> a yellow square'

@@ -17,10 +17,7 @@ import threading
 import pytest
 import requests
 
-from tests import test_api_home as fixtures
 from webapp import create_app
-
-search_home, engine = fixtures.search_home, fixtures.engine
 
 
 def load_clip_client():

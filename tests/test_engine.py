@@ -12,12 +12,7 @@ import torch
 
 from retrieval.engine import MicroBatcher, SearchEngine, SearchFilters
 from retrieval.errors import DecodeError, IndexMismatch, InvalidInput, NotFound, StoreError
-from tests import pg
-from tests import test_api_home as fixtures
-from tests.test_api_home import index_paths
-
-search_home, engine = fixtures.search_home, fixtures.engine  # session fixtures shared with the API tests
-postgres_server, postgres_url = pg.postgres_server, pg.postgres_url
+from tests.home import index_paths
 
 QUERIES = ["a red circle moves left", "a small green cross moving downward", "a yellow square grows"]
 

@@ -8,11 +8,9 @@ import pytest
 
 from retrieval.engine import SearchEngine
 from retrieval.home import DataHome
-from tests import test_api_home as fixtures
-from tests.test_api_home import index_paths
+from tests import home as fixtures
+from tests.home import index_paths
 from webapp import create_app
-
-search_home, engine = fixtures.search_home, fixtures.engine
 
 
 class BufferedClient:

@@ -9,12 +9,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from tests import pg
 from tests.videos import make_library, make_zero_byte
 
 pytestmark = pytest.mark.postgres
-postgres_server = pg.postgres_server  # fixtures from the shared helper
-postgres_url = pg.postgres_url
 
 
 def test_migrations_on_postgres_match_the_tables(postgres_url):

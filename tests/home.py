@@ -1,4 +1,4 @@
-"""A small real data home for the search tests (no tests here; imported by test_engine/test_api/...).
+"""A small real data home for the search tests: how it is built (the fixtures are in ``conftest.py``).
 
 Two libraries of real H.264 files, synthetic scenes with captions (``retrieval.synth``) and barcoded
 clips of other lengths (``tests.videos``), indexed by the real indexer (``vtr index``'s pipeline)
@@ -8,8 +8,6 @@ into 1-second clips with the tiny test model, plus the captions as the text corp
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 MODEL = "viclip-tiny-test"  # no shipped weights: the indexer and the engine both seed its init with 0
 CLIP_SECONDS = 1.0
@@ -69,29 +67,10 @@ def build_home(root: Path) -> dict:
     }
 
 
-@pytest.fixture(scope="session")
-def search_home(tmp_path_factory, tiny):
-    """The indexed home with its caption corpus (read-only for tests: copy it before writing)."""
-    from retrieval.engine import SearchEngine
-
-    built = build_home(tmp_path_factory.mktemp("search"))
-    eng = SearchEngine(built["home"], bundle=tiny)
-    built["text_ids"] = eng.add_texts(built["texts"], source="captions")
-    eng.close()
-    return built
-
-
 def make_engine(search_home, tiny, **kw):
+    """A SearchEngine over ``search_home`` with the session's tiny model, re-ranking 8, reloading at once."""
     from retrieval.engine import SearchEngine
 
     kw.setdefault("rerank_k", 8)
     kw.setdefault("reload_interval", 0.0)
     return SearchEngine(search_home["home"], bundle=tiny, **kw)
-
-
-@pytest.fixture(scope="session")
-def engine(search_home, tiny):
-    """A SearchEngine over ``search_home`` sharing the session's tiny model (the indexer's weights)."""
-    eng = make_engine(search_home, tiny)
-    yield eng
-    eng.close()
