@@ -45,6 +45,7 @@ class MatchHeadCfg:
     layers: int = 2  # fusion blocks: self-attention over text, cross-attention to video tokens, MLP
     heads: int = 4
     mlp_ratio: float = 4.0
+    frame_positions: int = 0  # learned frame-order embedding over the 1+T video tokens; 0 = order-blind (v1 heads)
 
 
 @dataclass

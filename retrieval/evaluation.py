@@ -7,7 +7,9 @@ scored in both directions (text->video and video->text):
 * ``itc``: cosine similarity of the dual encoder's embeddings;
 * ``dsl``: the same similarities through dual softmax;
 * ``match``: the top ``rerank_k`` candidates by ITC re-ordered by the matching head's "match" logit
-  alone (InternVideo2-s2's protocol); candidates beyond k keep their ITC order.
+  alone (InternVideo2-s2's protocol); candidates beyond k keep their ITC order;
+* ``fused``: the same candidates re-ordered by the fitted mix of scaled cosine and head margin
+  (``retrieval.calibration``), the search service's default ranking when the checkpoint carries one.
 
 Metrics are reported overall and per subset of the query (a synthetic clip's ``subset`` field).
 """
@@ -18,11 +20,13 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from retrieval.calibration import RankingParams, fit_ranking
 from retrieval.errors import InvalidInput
 from retrieval.metrics import dual_softmax, rerank_scores, retrieval_metrics
 
@@ -33,7 +37,7 @@ SUBSET_GROUPS = {
     "direction_order": ("direction", "order"),
     "temporal": ("direction", "order", "size_change", "visibility", "rotation"),
 }
-METHODS = ("itc", "dsl", "match")
+METHODS = ("itc", "dsl", "match", "fused")
 
 
 def _batches(n: int, size: int):
@@ -78,9 +82,9 @@ def embed_texts(model, tokenizer, captions: list[str], batch_size: int = 256):
 
 @torch.no_grad()
 def match_topk(model, text_tok, ids, video_tok, sim: np.ndarray, k: int, text_queries: bool, chunk: int = 4096):
-    """Matching-head scores of each query's top-k candidates by ``sim`` ([queries, candidates]).
+    """Matching-head logits of each query's top-k candidates by ``sim`` ([queries, candidates]).
 
-    -> (candidate indices [Q,k], scores [Q,k]).
+    -> (candidate indices [Q,k], logits [Q,k,2]).
     """
     k = min(k, sim.shape[1])
     top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
@@ -88,11 +92,11 @@ def match_topk(model, text_tok, ids, video_tok, sim: np.ndarray, k: int, text_qu
     c_idx = top.reshape(-1)
     t_idx, v_idx = (q_idx, c_idx) if text_queries else (c_idx, q_idx)
     length = int(ids.argmax(dim=1).max()) + 1  # columns after the longest caption's end are padding
-    scores = np.empty(len(q_idx), np.float32)
+    logits = np.empty((len(q_idx), 2), np.float32)
     for sl in _batches(len(q_idx), chunk):
         t, v = torch.from_numpy(t_idx[sl]), torch.from_numpy(v_idx[sl])
-        scores[sl] = model.match_score(text_tok[t, :length], ids[t, :length], video_tok[v]).float().numpy()
-    return top, scores.reshape(top.shape)
+        logits[sl] = model.match_logits(text_tok[t, :length], ids[t, :length], video_tok[v]).float().numpy()
+    return top, logits.reshape(*top.shape, 2)
 
 
 def _ground_truth(records: list[dict], video_of: list[int], n_videos: int) -> np.ndarray:
@@ -128,7 +132,22 @@ def _metrics_by_subset(score: np.ndarray, gt: np.ndarray, subsets: list[str], ex
     return {name: retrieval_metrics(score[m], gt[m]) for name, m in rows.items() if m.any()}
 
 
-def evaluate(
+@dataclass
+class ScoredSplit:
+    """Everything the rankings of one captioned split are computed from (scored once, ranked many ways)."""
+
+    sim: np.ndarray  # [texts, videos] cosine
+    gt: np.ndarray  # [texts, videos] bool
+    text_subsets: list[str]
+    video_subsets: list[str]
+    extra_t: dict
+    extra_v: dict
+    candidates: dict  # "t2v"/"v2t" -> (top [Q,k], head logits [Q,k,2]); empty without a trained head
+    videos: int
+    data: dict  # description of the split for the report
+
+
+def score_split(
     model,
     preprocess,
     tokenizer,
@@ -137,8 +156,8 @@ def evaluate(
     batch_size: int = 32,
     limit: int | None = None,
     progress: bool = False,
-) -> dict:
-    """Evaluate ``model`` on a directory with ``captions.jsonl`` + videos; returns the report dict."""
+) -> ScoredSplit:
+    """Embed a directory with ``captions.jsonl`` + videos and score its top-k candidates with the head."""
     from retrieval.synth import CAPTIONS, read_captions
 
     data_dir = Path(data_dir)
@@ -164,35 +183,94 @@ def evaluate(
     held_t = np.array([bool(r.get("held_out")) for r in records])
     held_v = np.zeros(len(paths), bool)
     held_v[np.array(video_of)[held_t]] = True
-    extra_t = {"held_out": held_t} if held_t.any() else {}
-    extra_v = {"held_out": held_v} if held_v.any() else {}
-
-    scores = {"t2v": {"itc": sim, "dsl": dual_softmax(sim)}, "v2t": {"itc": sim.T, "dsl": dual_softmax(sim.T)}}
-    use_head = model.match_head is not None and rerank_k > 0
-    if use_head:
-        top, s = match_topk(model, t_tok, ids, v_tok, sim, rerank_k, text_queries=True)
-        scores["t2v"]["match"] = rerank_scores(sim, top, s)
-        top, s = match_topk(model, t_tok, ids, v_tok, sim.T, rerank_k, text_queries=False)
-        scores["v2t"]["match"] = rerank_scores(sim.T, top, s)
-    results = {
-        "t2v": {m: _metrics_by_subset(sc, gt, text_subsets, extra_t) for m, sc in scores["t2v"].items()},
-        "v2t": {m: _metrics_by_subset(sc, gt.T, video_subsets, extra_v) for m, sc in scores["v2t"].items()},
-    }
+    candidates = {}
+    if model.match_head is not None and rerank_k > 0:
+        candidates["t2v"] = match_topk(model, t_tok, ids, v_tok, sim, rerank_k, text_queries=True)
+        candidates["v2t"] = match_topk(model, t_tok, ids, v_tok, sim.T, rerank_k, text_queries=False)
     captions_file = data_dir / CAPTIONS
     manifest = data_dir / "synth.json"
-    generated_with = json.loads(manifest.read_text()) if manifest.is_file() and limit is None else None
+    data = {
+        "videos": len(paths),
+        "texts": len(records),
+        "captions_sha1": hashlib.sha1(captions_file.read_bytes()).hexdigest() if limit is None else None,
+        "generated_with": json.loads(manifest.read_text()) if manifest.is_file() and limit is None else None,
+    }
+    return ScoredSplit(
+        sim,
+        gt,
+        text_subsets,
+        video_subsets,
+        {"held_out": held_t} if held_t.any() else {},
+        {"held_out": held_v} if held_v.any() else {},
+        candidates,
+        len(paths),
+        data,
+    )
+
+
+def _directions(split: ScoredSplit) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """direction -> (cosine [Q,N], ground truth [Q,N])."""
+    return {"t2v": (split.sim, split.gt), "v2t": (split.sim.T, split.gt.T)}
+
+
+def fit_split_ranking(model, split: ScoredSplit) -> RankingParams:
+    """Fit the fused ranking and the match-probability calibration on a held-out scored split."""
+    if not split.candidates:
+        raise InvalidInput(f"model {model.name!r} has no matching head to fuse (or rerank_k is 0)")
+    directions = []
+    for name, (sim, gt) in _directions(split).items():
+        top, logits = split.candidates[name]
+        directions.append({"sim": sim, "top": top, "margin": logits[..., 1] - logits[..., 0], "gt": gt})
+    scale = float(model.clamped_logit_scale().exp())
+    return fit_ranking(
+        scale, directions, fitted_on={"data": split.data, "rerank_k": split.candidates["t2v"][0].shape[1]}
+    )
+
+
+def evaluate(
+    model,
+    preprocess,
+    tokenizer,
+    data_dir: str | os.PathLike,
+    rerank_k: int = 128,
+    batch_size: int = 32,
+    limit: int | None = None,
+    progress: bool = False,
+    ranking: RankingParams | None = None,
+) -> dict:
+    """Evaluate ``model`` on a directory with ``captions.jsonl`` + videos; returns the report dict.
+
+    ``ranking`` defaults to the fitted ranking shipped in the model's checkpoint, if any.
+    """
+    split = score_split(model, preprocess, tokenizer, data_dir, rerank_k, batch_size, limit, progress)
+    ranking = ranking or getattr(model, "ranking", None)
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for name, (sim, _) in _directions(split).items():
+        scores[name] = {"itc": sim, "dsl": dual_softmax(sim)}
+        if name in split.candidates:
+            top, logits = split.candidates[name]
+            scores[name]["match"] = rerank_scores(sim, top, logits[..., 1])
+            if ranking is not None:
+                fused = ranking.fused(np.take_along_axis(sim, top, 1), logits[..., 1] - logits[..., 0])
+                scores[name]["fused"] = rerank_scores(sim, top, fused)
+    results = {
+        "t2v": {
+            m: _metrics_by_subset(sc, split.gt, split.text_subsets, split.extra_t) for m, sc in scores["t2v"].items()
+        },
+        "v2t": {
+            m: _metrics_by_subset(sc, split.gt.T, split.video_subsets, split.extra_v) for m, sc in scores["v2t"].items()
+        },
+    }
+    default = "fused" if "fused" in scores["t2v"] else "match" if "match" in scores["t2v"] else "itc"
     return {
         "model": model.name,
         "temporal": model.config.vision.temporal,
         "num_frames": model.num_frames,
-        "rerank_k": rerank_k if use_head else 0,
+        "rerank_k": rerank_k if split.candidates else 0,
         "match_head_trained": bool(getattr(model, "match_head_trained", False)),
-        "data": {
-            "videos": len(paths),
-            "texts": len(records),
-            "captions_sha1": hashlib.sha1(captions_file.read_bytes()).hexdigest() if limit is None else None,
-            "generated_with": generated_with,
-        },
+        "default_ranking": default,
+        "ranking": None if ranking is None else json.loads(ranking.to_json()),
+        "data": split.data,
         "results": results,
     }
 

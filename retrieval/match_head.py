@@ -5,6 +5,8 @@ In InternVideo2-s2 the last BERT layers cross-attend from text tokens to all vid
 alone. Keeping all 1+T·HW video tokens per clip is too large for an index, so this head attends
 to a compact set: the class token plus one mean-pooled token per frame (stored as fp16 at
 index time). Text tokens come from the CLIP text tower; the fused end-of-text token is scored.
+With ``frame_positions`` set, each stored token slot gets a learned position, so frame order (and
+hence the direction of motion) is visible to the head.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from open_clip.transformer import LayerNorm
 from torch import Tensor, nn
 
 from retrieval.config import MatchHeadCfg
+from retrieval.errors import InvalidInput
 
 
 class FusionBlock(nn.Module):
@@ -43,6 +46,11 @@ class MatchHead(nn.Module):
         self.text_in = nn.Linear(text_width, cfg.width)
         self.video_in = nn.Linear(video_width, cfg.width)
         self.ln_video = LayerNorm(cfg.width)
+        # Cross-attention is blind to key order, so without this a clip and its time reversal look
+        # alike to the head; one learned vector per slot (class token, frame 1..T) restores order.
+        self.frame_embedding = (
+            nn.Parameter(torch.zeros(cfg.frame_positions, cfg.width)) if cfg.frame_positions else None
+        )
         self.blocks = nn.ModuleList(
             [FusionBlock(cfg.width, cfg.heads, cfg.mlp_ratio, act_layer) for _ in range(cfg.layers)]
         )
@@ -53,7 +61,12 @@ class MatchHead(nn.Module):
         """[B,L,Wt] text states, [B,L] ids, [B,N,Wv] video tokens -> [B,2] (no-match, match) logits."""
         video_tokens = video_tokens.to(self.video_in.weight.dtype)
         x = self.text_in(text_tokens)
-        v = self.ln_video(self.video_in(video_tokens))
+        v = self.video_in(video_tokens)
+        if self.frame_embedding is not None:
+            if v.shape[1] != self.frame_embedding.shape[0]:
+                raise InvalidInput(f"match head expects {self.frame_embedding.shape[0]} video tokens, got {v.shape[1]}")
+            v = v + self.frame_embedding.to(v.dtype)
+        v = self.ln_video(v)
         eot = token_ids.argmax(dim=-1)  # CLIP's end-of-text id is the largest in the vocabulary
         pad = torch.arange(token_ids.shape[1], device=token_ids.device)[None, :] > eot[:, None]
         for block in self.blocks:

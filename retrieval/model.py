@@ -46,6 +46,9 @@ class VideoTextModel(nn.Module):
         )
         # False until weights that include a trained head are loaded (foreign CLIP/ViCLIP weights have none).
         self.match_head_trained = False
+        # Fitted fusion of ITC and head scores + calibration (retrieval.calibration); shipped in the
+        # checkpoint's metadata because it belongs to these weights. None: rank by the head alone.
+        self.ranking = None
 
     @property
     def name(self) -> str:

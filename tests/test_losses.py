@@ -92,3 +92,57 @@ def test_vtm_loss_trains_the_matching_head(tiny):
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
+
+
+def test_temperature_scaled_sampling_concentrates_on_the_hardest_negative():
+    """Sampling from softmax(sim / temp) (the s2 recipe), not the raw cosine, picks the near-duplicate."""
+    sim = torch.full((1, 64), 0.2)
+    sim[0, 0], sim[0, 5] = 0.9, 0.85  # 0 is the positive, 5 its near-duplicate (a reversed twin)
+    pos = torch.zeros(1, 64, dtype=torch.bool)
+    pos[0, 0] = True
+    g = torch.Generator().manual_seed(0)
+    raw = [int(sample_hard_negatives(sim, pos, g)) for _ in range(300)]
+    scaled = [int(sample_hard_negatives(sim / 0.01, pos, g)) for _ in range(300)]
+    assert sum(p == 5 for p in raw) / 300 < 0.1  # the raw cosine is nearly uniform over 63 negatives
+    assert sum(p == 5 for p in scaled) / 300 > 0.95
+
+
+def test_vtc_extra_videos_are_negatives_of_every_text():
+    g = torch.Generator().manual_seed(3)
+    v, t = _unit(torch.randn(4, 8, generator=g)), _unit(torch.randn(4, 8, generator=g))
+    scale, pos = torch.tensor(2.0), torch.eye(4, dtype=torch.bool)
+    base = vtc_loss(v, t, scale, pos)
+    assert vtc_loss(v, t, scale, pos, extra_video_emb=v[:0]) == base
+    # a copy of each text's own video as an extra column competes with the positive: the loss rises
+    assert vtc_loss(v, t, scale, pos, extra_video_emb=v) > base + 0.1
+    logits = scale.exp() * t @ torch.cat([v, v[:1]]).t()
+    want_t2v = F.cross_entropy(logits, torch.arange(4))
+    want_v2t = F.cross_entropy((scale.exp() * t @ v.t()).t(), torch.arange(4))
+    torch.testing.assert_close(vtc_loss(v, t, scale, pos, extra_video_emb=v[:1]), 0.5 * (want_t2v + want_v2t))
+
+
+def test_vtm_adds_explicit_and_extra_negatives(tiny):
+    model, _, tokenizer = tiny
+    ids = tokenizer(["a red circle moves left", "a red circle moves right", "a cyan cross", "a green ring"])
+    pixels = torch.randn(4, model.num_frames, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        v, vt = model.encode_video(pixels, normalize=True, return_tokens=True)
+        t, tt = model.encode_text(ids, normalize=True, return_tokens=True)
+    pos = torch.eye(4, dtype=torch.bool)
+    calls = []
+    real = model.match_logits
+
+    def counting(texts, token_ids, videos):
+        calls.append(len(videos))
+        return real(texts, token_ids, videos)
+
+    model.match_logits = counting
+    try:
+        vtm_loss(model, tt, ids, vt, t @ v.t(), pos, torch.Generator().manual_seed(0))
+        explicit = (torch.tensor([0, 1]), torch.tensor([1, 0]))
+        vtm_loss(
+            model, tt, ids, vt, t @ v.t(), pos, torch.Generator().manual_seed(0), explicit, vt[:3], torch.arange(3)
+        )
+    finally:
+        del model.match_logits
+    assert calls == [4 + 4 + 4, 4 + 4 + 4 + 2 + 3]

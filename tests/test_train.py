@@ -43,7 +43,8 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(train_dir, t
     from retrieval import create_model
 
     out = tmp_path / "m.safetensors"
-    assert train(_cfg(train_dir, out, steps=24, lr=3e-3), progress=False) == out
+    cfg = _cfg(train_dir, out, steps=24, lr=3e-3, rephrase=True, shuffled_negatives=4, logit_scale_lr=0.05)
+    assert train(cfg, progress=False) == out
     losses = [r["loss"] for r in _log(out)]
     assert len(losses) == 24
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.1
@@ -92,6 +93,8 @@ def test_fp16_weights_and_frame_average_model_train(train_dir, tmp_path, monkeyp
         ({"batch_size": 1}, "batch_size"),
         ({"bogus": 1}, "unknown"),
         ({"mask_ratio": 1.5}, "mask_ratio"),
+        ({"shuffled_negatives": -1}, "shuffled_negatives"),
+        ({"logit_scale_lr": 0}, "logit_scale_lr"),
     ],
 )
 def test_bad_configs_are_clear_errors(train_dir, tmp_path, bad, match):
@@ -111,3 +114,38 @@ def test_vtr_train_cli(train_dir, tmp_path):
     conf.write_text("{not json")
     res = CliRunner().invoke(main, ["train", "--config", str(conf)])
     assert res.exit_code == 1 and "error: cannot read training config" in res.output
+
+
+def test_batches_rephrase_captions_and_know_their_twins(train_dir):
+    import numpy as np
+
+    from retrieval.synth import read_captions
+    from retrieval.training.data import ClipBatches, time_asymmetric
+
+    records = read_captions(train_dir)
+    frames = np.zeros((len(records), 16, 4, 4, 3), np.uint8)
+    plain = ClipBatches(records, frames, 16, 8, seed=0)
+    fresh = ClipBatches(records, frames, 16, 8, seed=0, rephrase=True)
+    a, b = plain.batch(5), fresh.batch(5)
+    assert a.keys == b.keys  # same clips, same meanings ...
+    assert a.captions != b.captions  # ... in other words
+    assert fresh.batch(5).captions == b.captions  # deterministic per (seed, step)
+    assert fresh.batch(6).captions != b.captions
+    assert len(b.twins) > 0
+    for i, j in b.twins:
+        assert b.keys[i] != b.keys[j]
+        idx = fresh.indices(5)
+        assert records[idx[i]]["group"] == records[idx[j]]["group"]
+    kinds = {(r["kind"], (r.get("attributes") or {}).get("motion")): time_asymmetric(r) for r in records}
+    assert all(v == (k[0] == "order" or (k[0] == "single" and k[1] != "still")) for k, v in kinds.items())
+
+
+def test_the_temperature_has_its_own_learning_rate(train_dir, tmp_path):
+    from retrieval import create_model
+    from retrieval.training.trainer import make_optimizer
+
+    model = create_model("viclip-tiny-test", pretrained="random")
+    opt = make_optimizer(model, _cfg(train_dir, tmp_path / "x.safetensors", logit_scale_lr=0.05))
+    (group,) = [g for g in opt.param_groups if any(p is model.logit_scale for p in g["params"])]
+    assert group["peak_lr"] == 0.05 and len(group["params"]) == 1 and group["weight_decay"] == 0.0
+    assert all(g["peak_lr"] == 2e-3 for g in opt.param_groups if g is not group)

@@ -25,6 +25,7 @@ class TrainCfg:
     steps: int = 2000
     batch_size: int = 128
     lr: float = 1e-3
+    logit_scale_lr: float | None = None  # own peak lr for the temperature (Adam moves it ~lr a step); None = lr
     min_lr_ratio: float = 0.02  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 100
     weight_decay: float = 0.05
@@ -32,6 +33,9 @@ class TrainCfg:
     grad_clip: float = 1.0
     vtm_weight: float = 1.0  # 0 disables the matching head's loss
     mask_ratio: float = 0.0  # ViCLIP-style random dropping of video patch tokens
+    rephrase: bool = False  # draw a fresh caption phrasing for each clip at each step (generated data)
+    twin_negatives: bool = True  # VTM: a clip's generated twin (other meaning) is an explicit negative
+    shuffled_negatives: int = 0  # frame-shuffled copies of time-dependent clips per batch, negatives for VTC and VTM
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
@@ -63,8 +67,10 @@ class TrainCfg:
             raise ConfigError("batch_size must be at least 2 (contrastive training needs negatives)")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise ConfigError("mask_ratio must be in [0, 1)")
-        if cfg.lr <= 0:
-            raise ConfigError("lr must be positive")
+        if cfg.lr <= 0 or (cfg.logit_scale_lr is not None and cfg.logit_scale_lr <= 0):
+            raise ConfigError("lr and logit_scale_lr must be positive")
+        if not isinstance(cfg.shuffled_negatives, int) or not 0 <= cfg.shuffled_negatives <= cfg.batch_size:
+            raise ConfigError("shuffled_negatives must be an integer in [0, batch_size]")
         if cfg.save_dtype not in ("float16", "float32"):
             raise ConfigError("save_dtype must be float16 or float32")
         return cfg

@@ -8,8 +8,10 @@ read frames from memory and only pick which frames to use (a random frame per se
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,23 +80,66 @@ def frame_cache(
     return out
 
 
+@dataclass
+class Batch:
+    """One training step's clips: pixels, captions, semantic keys, and the known hard negatives."""
+
+    pixels: np.ndarray  # uint8 [B,T,S,S,3]
+    captions: list[str]
+    keys: list[str]  # equal keys = same meaning (positives of each other)
+    twins: np.ndarray  # int [P,2]: (a, b) batch positions of generated twins whose meanings differ
+    asymmetric: np.ndarray  # bool [B]: shuffling this clip's frames changes what it shows
+
+
+def time_asymmetric(record: dict) -> bool:
+    """Whether a clip's caption depends on frame order (a still or two-object layout does not)."""
+    kind = record.get("kind")
+    if kind == "order":
+        return True
+    return kind == "single" and (record.get("attributes") or {}).get("motion") not in (None, "still")
+
+
+def rephrase(record: dict, rng: np.random.Generator) -> str:
+    """A fresh phrasing of a generated clip's meaning, so the text tower learns meanings, not strings."""
+    attrs, kind = record.get("attributes"), record.get("kind")
+    if not isinstance(attrs, dict) or kind not in ("single", "binding", "order"):
+        return record["caption"]
+    from retrieval.synth.scenes import Scene, caption
+
+    return caption(Scene(kind, attrs, [], attrs.get("background", "")), rng)
+
+
 class ClipBatches:
-    """Deterministic batches of (pixels, captions, keys) for step ``n`` of a run seeded with ``seed``.
+    """Deterministic batches for step ``n`` of a run seeded with ``seed``.
 
     Clips of one ``group`` (generated hard-negative twins) stay in the same batch; the order of
     groups is a fresh permutation each epoch. Everything is a pure function of (seed, step), which
     is what makes ``--resume`` continue exactly where a run stopped.
     """
 
-    def __init__(self, records: list[dict], frames: np.ndarray, batch_size: int, num_frames: int, seed: int):
+    def __init__(
+        self,
+        records: list[dict],
+        frames: np.ndarray,
+        batch_size: int,
+        num_frames: int,
+        seed: int,
+        rephrase: bool = False,
+    ):
         if len(records) < 2:
             raise InvalidInput("training needs at least 2 clips")
         self.records, self.frames = records, frames
         self.batch_size, self.num_frames, self.seed = min(batch_size, len(records)), num_frames, seed
+        self.rephrase = rephrase
         groups: dict = {}
         for i, r in enumerate(records):
             groups.setdefault(r.get("group", f"clip{i}"), []).append(i)
         self.groups = list(groups.values())
+        self.group_of = np.empty(len(records), int)
+        for g, members in enumerate(self.groups):
+            self.group_of[members] = g
+        self.asymmetric = np.array([time_asymmetric(r) for r in records])
+        self.keys = [r.get("key") or r["caption"] for r in records]
         self.steps_per_epoch = max(1, len(records) // self.batch_size)
         self._epoch, self._order = -1, np.empty(0, int)
 
@@ -111,16 +156,31 @@ class ClipBatches:
         order = self._epoch_order(epoch)
         return order[pos * self.batch_size : (pos + 1) * self.batch_size]
 
-    def batch(self, step: int) -> tuple[np.ndarray, list[str], list[str]]:
-        """-> (uint8 [B,T,S,S,3], captions, semantic keys)."""
+    def _twins(self, idx: np.ndarray) -> np.ndarray:
+        by_group: dict[int, list[int]] = {}
+        for pos, i in enumerate(idx):
+            by_group.setdefault(int(self.group_of[i]), []).append(pos)
+        pairs = [
+            (a, b)
+            for members in by_group.values()
+            for a, b in itertools.combinations(members, 2)
+            if self.keys[idx[a]] != self.keys[idx[b]]
+        ]
+        return np.array(pairs, int).reshape(-1, 2)
+
+    def batch(self, step: int) -> Batch:
         idx = self.indices(step)
         rng = np.random.default_rng([self.seed, 11, step])
         cached = self.frames.shape[1]
         picks = np.array([random_indices(cached, self.num_frames, rng) for _ in idx])
         pixels = np.stack([self.frames[i][p] for i, p in zip(idx, picks, strict=True)])
-        caps = [self.records[i]["caption"] for i in idx]
-        keys = [self.records[i].get("key") or self.records[i]["caption"] for i in idx]
-        return pixels, caps, keys
+        if self.rephrase:
+            text_rng = np.random.default_rng([self.seed, 13, step])
+            caps = [rephrase(self.records[i], text_rng) for i in idx]
+        else:
+            caps = [self.records[i]["caption"] for i in idx]
+        keys = [self.keys[i] for i in idx]
+        return Batch(pixels, caps, keys, self._twins(idx), self.asymmetric[idx])
 
 
 def normalize(pixels: np.ndarray, mean, std) -> torch.Tensor:

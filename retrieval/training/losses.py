@@ -3,8 +3,11 @@
 * VTC: symmetric InfoNCE between video and text embeddings. Clips that share a caption (or the same
   semantic key) are all positives of each other, so identical captions are not pushed apart.
 * VTM: the matching head classifies (text, video) pairs. Per text one hard-negative video and per
-  video one hard-negative text are *sampled* from the softmax of in-batch similarities, positives
-  excluded — the s2 recipe, which focuses the head on the confusions the dual encoder makes.
+  video one hard-negative text are *sampled* from ``softmax(sim / temperature)`` over the batch,
+  positives excluded — the s2 recipe (InternVideo2/UMT ``criterions.py``), which focuses the head on
+  the confusions the dual encoder makes. Sampling from the raw cosine instead is nearly uniform and
+  leaves the head a trivial task. Explicit extra negatives (a clip's generated twin, frame-shuffled
+  copies) are added on top, because those are exactly the pairs a search must order correctly.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ def positive_mask(keys: list) -> Tensor:
     return ids[:, None] == ids[None, :]
 
 
-def vtc_loss(video_emb: Tensor, text_emb: Tensor, logit_scale: Tensor, pos: Tensor) -> Tensor:
+def vtc_loss(
+    video_emb: Tensor, text_emb: Tensor, logit_scale: Tensor, pos: Tensor, extra_video_emb: Tensor | None = None
+) -> Tensor:
     """Multi-positive symmetric InfoNCE: -log of the softmax mass on the positives, both directions.
 
     Embeddings must be L2-normalised; ``logit_scale`` is the (clamped) log inverse temperature.
+    ``extra_video_emb`` are videos that match no text in the batch (frame-shuffled copies): extra
+    columns of the text->video softmax only.
     """
     logits = logit_scale.exp() * text_emb @ video_emb.t()  # [texts, videos]
     pos = pos.to(logits.device)
@@ -33,18 +40,23 @@ def vtc_loss(video_emb: Tensor, text_emb: Tensor, logit_scale: Tensor, pos: Tens
     def one_way(lg: Tensor, p: Tensor) -> Tensor:
         return (torch.logsumexp(lg, dim=1) - torch.logsumexp(lg.masked_fill(~p, neg_inf), dim=1)).mean()
 
-    return 0.5 * (one_way(logits, pos) + one_way(logits.t(), pos.t()))
+    t2v, t2v_pos = logits, pos
+    if extra_video_emb is not None and len(extra_video_emb):
+        t2v = torch.cat([logits, logit_scale.exp() * text_emb @ extra_video_emb.t()], dim=1)
+        t2v_pos = torch.cat([pos, pos.new_zeros(pos.shape[0], len(extra_video_emb))], dim=1)
+    return 0.5 * (one_way(t2v, t2v_pos) + one_way(logits.t(), pos.t()))
 
 
-def sample_hard_negatives(sim: Tensor, pos: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """For each row, one column index drawn from softmax(sim[row]) over the row's non-positives.
+def sample_hard_negatives(logits: Tensor, pos: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """For each row, one column index drawn from softmax(logits[row]) over the row's non-positives.
 
-    A row whose every column is positive (a degenerate batch) gets -1 and must be skipped.
+    ``logits`` are similarities already divided by the temperature. A row whose every column is
+    positive (a degenerate batch) gets -1 and must be skipped.
     """
-    logits = sim.detach().float().masked_fill(pos.to(sim.device), float("-inf"))
+    logits = logits.detach().float().masked_fill(pos.to(logits.device), float("-inf"))
     valid = torch.isfinite(logits).any(dim=1)
     probs = torch.softmax(logits.masked_fill(~valid[:, None], 0.0), dim=1)
-    picks = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(sim.device)
+    picks = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
     return torch.where(valid, picks, torch.full_like(picks, -1))
 
 
@@ -53,23 +65,41 @@ def vtm_loss(
     text_tokens: Tensor,
     token_ids: Tensor,
     video_tokens: Tensor,
-    sim: Tensor,
+    logits: Tensor,
     pos: Tensor,
     generator: torch.Generator | None = None,
+    explicit: tuple[Tensor, Tensor] | None = None,
+    extra_video_tokens: Tensor | None = None,
+    extra_text_idx: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Binary match loss over B positive pairs, B (text, hard video) and B (hard text, video) pairs.
 
-    ``sim`` is the [texts, videos] in-batch similarity. Returns (loss, accuracy of the head).
+    ``logits`` is the [texts, videos] in-batch similarity divided by the temperature (the hard
+    negatives are sampled from its softmax). ``explicit`` adds known negative (text, video) index
+    pairs (generated twins); ``extra_video_tokens`` are token sets of videos that match no text
+    (frame-shuffled copies), each paired with the text at ``extra_text_idx`` as a negative.
+    Returns (loss, accuracy of the head).
     """
-    B = sim.shape[0]
-    idx = torch.arange(B, device=sim.device)
-    neg_video = sample_hard_negatives(sim, pos, generator)  # for each text
-    neg_text = sample_hard_negatives(sim.t(), pos.t(), generator)  # for each video
+    B = logits.shape[0]
+    dev = logits.device
+    idx = torch.arange(B, device=dev)
+    neg_video = sample_hard_negatives(logits, pos, generator)  # for each text
+    neg_text = sample_hard_negatives(logits.t(), pos.t(), generator)  # for each video
     tv, vt = neg_video >= 0, neg_text >= 0
-    t_idx = torch.cat([idx, idx[tv], neg_text[vt]])
-    v_idx = torch.cat([idx, neg_video[tv], idx[vt]])
-    labels = torch.cat([torch.ones(B), torch.zeros(int(tv.sum()) + int(vt.sum()))]).long().to(sim.device)
-    logits = model.match_logits(text_tokens[t_idx], token_ids[t_idx], video_tokens[v_idx])
-    loss = F.cross_entropy(logits, labels)
-    acc = (logits.argmax(dim=1) == labels).float().mean()
+    t_parts, v_parts = [idx, idx[tv], neg_text[vt]], [idx, neg_video[tv], idx[vt]]
+    if explicit is not None and len(explicit[0]):
+        t_parts.append(explicit[0].to(dev))
+        v_parts.append(explicit[1].to(dev))
+    t_idx, v_idx = torch.cat(t_parts), torch.cat(v_parts)
+    texts, ids, videos = text_tokens[t_idx], token_ids[t_idx], video_tokens[v_idx]
+    if extra_video_tokens is not None and len(extra_video_tokens):
+        e = extra_text_idx.to(dev)
+        texts = torch.cat([texts, text_tokens[e]])
+        ids = torch.cat([ids, token_ids[e]])
+        videos = torch.cat([videos, extra_video_tokens])
+    labels = torch.zeros(len(videos), dtype=torch.long, device=dev)
+    labels[:B] = 1
+    out = model.match_logits(texts, ids, videos)
+    loss = F.cross_entropy(out, labels)
+    acc = (out.argmax(dim=1) == labels).float().mean()
     return loss, acc

@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from retrieval.errors import CheckpointError
@@ -22,12 +23,13 @@ from retrieval.training.config import TrainCfg
 log = logging.getLogger(__name__)
 
 
-def lr_at(step: int, cfg: TrainCfg) -> float:
+def lr_at(step: int, cfg: TrainCfg, peak: float | None = None) -> float:
+    peak = cfg.lr if peak is None else peak
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        return peak * (step + 1) / cfg.warmup_steps
     t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    low = cfg.lr * cfg.min_lr_ratio
-    return low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * min(1.0, t)))
+    low = peak * cfg.min_lr_ratio
+    return low + 0.5 * (peak - low) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -35,11 +37,25 @@ def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainCfg) -> torch.optim.Optimizer:
-    decay, plain = [], []
+    """AdamW with three groups: decayed weights, undecayed (norms, biases, embeddings), the temperature.
+
+    The temperature gets a group of its own because Adam moves a parameter by about its lr each step:
+    at lr 1e-3 a logit scale starting at ln(1/0.07) needs ~2,000 steps to reach its clamp of ln(100),
+    so a short run ends with a soft softmax that barely separates near-duplicates.
+    """
+    decay, plain, scale = [], [], []
     for name, p in model.named_parameters():
-        if p.requires_grad:
+        if not p.requires_grad:
+            continue
+        if name == "logit_scale":
+            scale.append(p)
+        else:
             (plain if _no_decay(name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay, "peak_lr": cfg.lr},
+        {"params": plain, "weight_decay": 0.0, "peak_lr": cfg.lr},
+        {"params": scale, "weight_decay": 0.0, "peak_lr": cfg.logit_scale_lr or cfg.lr},
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
@@ -62,26 +78,65 @@ def _batch_loss(model, batch, tokenizer, cfg: TrainCfg, step: int, device):
     from retrieval.training.data import normalize
     from retrieval.training.losses import positive_mask, vtc_loss, vtm_loss
 
-    frames, captions, keys = batch
     pre = model.config.preprocess
+    B = len(batch.captions)
+    gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # hard negatives, shuffles
+    shuffled = _shuffled_copies(batch, cfg.shuffled_negatives, gen)
+    frames = batch.pixels if shuffled is None else np.concatenate([batch.pixels, shuffled[1]])
     pixels = normalize(frames, pre.mean, pre.std).to(device)
-    ids = tokenizer(captions).to(device)
+    ids = tokenizer(batch.captions).to(device)
     torch.manual_seed(cfg.seed * 1_000_003 + step)  # token masking
-    gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # hard negatives
-    pos = positive_mask(keys).to(device)
-    v, v_tok = model.encode_video(pixels, normalize=True, return_tokens=True, mask_ratio=cfg.mask_ratio)
+    pos = positive_mask(batch.keys).to(device)
+    v_all, v_tok_all = model.encode_video(pixels, normalize=True, return_tokens=True, mask_ratio=cfg.mask_ratio)
+    v, v_tok = v_all[:B], v_tok_all[:B]
     t, t_tok = model.encode_text(ids, normalize=True, return_tokens=True)
     scale = model.clamped_logit_scale()
-    vtc = vtc_loss(v, t, scale, pos)
+    vtc = vtc_loss(v, t, scale, pos, extra_video_emb=v_all[B:])
     stats = {"vtc": vtc.item()}
     loss = vtc
     if cfg.vtm_weight > 0 and model.match_head is not None:
         length = int(ids.argmax(dim=1).max()) + 1  # drop all-padding columns: exact, and faster
-        vtm, acc = vtm_loss(model, t_tok[:, :length], ids[:, :length], v_tok, t @ v.t(), pos, gen)
+        explicit = None
+        if cfg.twin_negatives and len(batch.twins):
+            a, b = (torch.from_numpy(batch.twins[:, i]) for i in (0, 1))
+            explicit = (torch.cat([a, b]), torch.cat([b, a]))  # (text, video): each twin's text vs the other clip
+        vtm, acc = vtm_loss(
+            model,
+            t_tok[:, :length],
+            ids[:, :length],
+            v_tok,
+            (scale.exp() * (t @ v.t())).detach(),
+            pos,
+            gen,
+            explicit=explicit,
+            extra_video_tokens=v_tok_all[B:],
+            extra_text_idx=None if shuffled is None else torch.from_numpy(shuffled[0]),
+        )
         loss = loss + cfg.vtm_weight * vtm
         stats.update(vtm=vtm.item(), itm_acc=acc.item())
     stats["temp"] = 1.0 / scale.exp().item()
     return loss, stats
+
+
+def _shuffled_copies(batch, count: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """(batch positions, uint8 frames) of up to ``count`` time-dependent clips with their frames permuted.
+
+    A permutation that is the identity is replaced by the reversal, so every copy differs from its
+    source in frame order, which is all that tells it apart.
+    """
+    candidates = np.flatnonzero(batch.asymmetric)
+    if count <= 0 or not len(candidates):
+        return None
+    order = torch.randperm(len(candidates), generator=gen).numpy()[:count]
+    chosen = candidates[order]
+    T = batch.pixels.shape[1]
+    copies = []
+    for i in chosen:
+        perm = torch.randperm(T, generator=gen).numpy()
+        if (perm == np.arange(T)).all():
+            perm = perm[::-1]
+        copies.append(batch.pixels[i][perm])
+    return chosen, np.stack(copies)
 
 
 def train(cfg: TrainCfg, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> Path | None:
@@ -100,7 +155,7 @@ def train(cfg: TrainCfg, resume: bool = False, progress: bool = True, stop_at: i
     torch.manual_seed(cfg.seed)
     model, _, tokenizer = create_model_and_transforms(cfg.model, pretrained=cfg.init or "random", device=device)
     frames = frame_cache(cfg.data, records, model.image_size, progress=progress)
-    batches = ClipBatches(records, frames, cfg.batch_size, model.num_frames, cfg.seed)
+    batches = ClipBatches(records, frames, cfg.batch_size, model.num_frames, cfg.seed, rephrase=cfg.rephrase)
     optimizer = make_optimizer(model, cfg)
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +175,7 @@ def train(cfg: TrainCfg, resume: bool = False, progress: bool = True, stop_at: i
     try:
         for step in range(start, end):
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
+                group["lr"] = lr_at(step, cfg, group.get("peak_lr"))
             loss, stats = _batch_loss(model, batches.batch(step), tokenizer, cfg, step, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,140 @@
+"""How a candidate's two scores become one ranking score and a match probability.
+
+The dual encoder gives a cosine (ITC) for every clip; the matching head gives a match margin
+(``logit[match] - logit[no match]``) for the top candidates only. Neither alone is the best order:
+the head sees frame order and binding that one pooled vector loses, while ITC is the steadier
+signal for coarse content. BLIP adds the two; here the mix is *fitted* on a held-out split of the
+model's own data, and shipped in the checkpoint's metadata beside the weights it belongs to:
+
+    fused  = logit_scale * cosine + match_weight * margin
+    p(match) = sigmoid(a * fused + b)            (Platt scaling, fitted on the same split)
+    p(match) = sigmoid(a_itc * cosine + b_itc)   (hits that were not re-ranked)
+
+Both probabilities estimate one thing (is this the right clip for this text?), so re-ranked and
+plain hits are comparable, which raw logits and cosines are not. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+METADATA_KEY = "ranking"  # key of the fitted parameters in a project checkpoint's metadata
+MATCH_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 1000.0)
+
+
+@dataclass(frozen=True)
+class RankingParams:
+    logit_scale: float  # 1/temperature of the dual encoder the weights were fitted with
+    match_weight: float  # weight of the head's margin against the scaled cosine (large = head alone)
+    fused_platt: tuple[float, float]  # (a, b): p = sigmoid(a * fused + b)
+    itc_platt: tuple[float, float]  # (a, b): p = sigmoid(a * cosine + b), for hits without a head score
+    fitted_on: dict = field(default_factory=dict)  # what split, how many queries, the R@1 it reached
+
+    def fused(self, cosine: np.ndarray, margin: np.ndarray) -> np.ndarray:
+        return self.logit_scale * np.asarray(cosine, np.float64) + self.match_weight * np.asarray(margin, np.float64)
+
+    def probability(self, cosine, margin=None) -> np.ndarray:
+        """p(match) of hits: from the fused score where a margin exists, else from the cosine alone."""
+        cosine = np.asarray(cosine, np.float64)
+        if margin is None:
+            return _sigmoid(self.itc_platt[0] * cosine + self.itc_platt[1])
+        return _sigmoid(self.fused_platt[0] * self.fused(cosine, margin) + self.fused_platt[1])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> RankingParams | None:
+        """None for a checkpoint without fitted ranking (foreign weights, older project files)."""
+        if not text:
+            return None
+        try:
+            d = json.loads(text)
+            return cls(
+                logit_scale=float(d["logit_scale"]),
+                match_weight=float(d["match_weight"]),
+                fused_platt=tuple(float(x) for x in d["fused_platt"]),
+                itc_platt=tuple(float(x) for x in d["itc_platt"]),
+                fitted_on=dict(d.get("fitted_on") or {}),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+
+
+def platt_fit(scores: np.ndarray, labels: np.ndarray, iters: int = 100, l2: float = 1e-4) -> tuple[float, float]:
+    """(a, b) maximising the likelihood of sigmoid(a*s+b) for binary labels (Newton's method).
+
+    Labels are weighted so positives and negatives count equally in total: a search's candidate
+    list holds one right clip among many wrong ones, and the unweighted fit would learn that prior
+    rather than the evidence in the score.
+    """
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels, np.float64).ravel()
+    n_pos, n_neg = max(1.0, y.sum()), max(1.0, (1 - y).sum())
+    w = np.where(y > 0, 0.5 / n_pos, 0.5 / n_neg)
+    mu, sd = s.mean(), s.std() or 1.0
+    z = (s - mu) / sd
+    a, b = 1.0, 0.0
+    for _ in range(iters):
+        p = _sigmoid(a * z + b)
+        g = np.array([np.sum(w * (p - y) * z) + l2 * a, np.sum(w * (p - y))])
+        h = w * p * (1 - p)
+        hess = np.array([[np.sum(h * z * z) + l2, np.sum(h * z)], [np.sum(h * z), np.sum(h) + 1e-12]])
+        step = np.linalg.solve(hess, g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(a / sd), float(b - a * mu / sd)
+
+
+def _topk_r1(sim: np.ndarray, top: np.ndarray, fused_top: np.ndarray, gt: np.ndarray) -> float:
+    """R@1 when each row's top-k candidates are re-ordered by ``fused_top`` (the rest keep ``sim`` order)."""
+    best = top[np.arange(len(top)), np.argmax(fused_top, axis=1)]
+    return float(gt[np.arange(len(top)), best].mean() * 100.0)
+
+
+def fit_ranking(
+    logit_scale: float,
+    directions: list[dict[str, Any]],
+    fitted_on: dict | None = None,
+    weights: tuple[float, ...] = MATCH_WEIGHTS,
+) -> RankingParams:
+    """Choose ``match_weight`` by mean R@1 over the given directions, then fit both Platt scalings.
+
+    Each direction is ``{"sim": [Q,N] cosines, "top": [Q,k] candidate indices, "margin": [Q,k] head
+    margins, "gt": [Q,N] bool}`` (text->video and video->text of a held-out split).
+    """
+    scores = []
+    for w in weights:
+        r1 = [
+            _topk_r1(
+                d["sim"], d["top"], logit_scale * np.take_along_axis(d["sim"], d["top"], 1) + w * d["margin"], d["gt"]
+            )
+            for d in directions
+        ]
+        scores.append(float(np.mean(r1)))
+    best = int(np.argmax(scores))  # first maximum: the smallest weight that reaches it
+    match_weight = float(weights[best])
+    cos_top, margin, labels = [], [], []
+    for d in directions:
+        cos_top.append(np.take_along_axis(d["sim"], d["top"], 1).ravel())
+        margin.append(d["margin"].ravel())
+        labels.append(np.take_along_axis(d["gt"], d["top"], 1).ravel())
+    cos_top, margin, labels = np.concatenate(cos_top), np.concatenate(margin), np.concatenate(labels)
+    fused = logit_scale * cos_top + match_weight * margin
+    report = {"r1_by_match_weight": dict(zip([str(w) for w in weights], [round(s, 2) for s in scores], strict=True))}
+    return RankingParams(
+        logit_scale=float(logit_scale),
+        match_weight=match_weight,
+        fused_platt=platt_fit(fused, labels),
+        itc_platt=platt_fit(cos_top, labels),
+        fitted_on={**(fitted_on or {}), **report},
+    )
