@@ -138,3 +138,26 @@ def fit_ranking(
         itc_platt=platt_fit(cos_top, labels),
         fitted_on={**(fitted_on or {}), **report},
     )
+
+
+def embed_in_checkpoint(path, params: RankingParams) -> None:
+    """Store ``params`` in a project ``.safetensors`` file's metadata (atomically, weights untouched).
+
+    The fitted mix belongs to the weights it was fitted on, so it travels inside their file.
+    """
+    import os
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta[METADATA_KEY] = params.to_json()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

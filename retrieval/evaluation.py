@@ -221,7 +221,7 @@ def fit_split_ranking(model, split: ScoredSplit) -> RankingParams:
     for name, (sim, gt) in _directions(split).items():
         top, logits = split.candidates[name]
         directions.append({"sim": sim, "top": top, "margin": logits[..., 1] - logits[..., 0], "gt": gt})
-    scale = float(model.clamped_logit_scale().exp())
+    scale = float(model.clamped_logit_scale().detach().exp())
     return fit_ranking(
         scale, directions, fitted_on={"data": split.data, "rerank_k": split.candidates["t2v"][0].shape[1]}
     )

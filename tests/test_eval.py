@@ -100,6 +100,30 @@ def test_vtr_eval_cli_json_and_output(test_split, tmp_path):
     assert res.exit_code == 1 and "no captions.jsonl" in res.output
 
 
+def test_vtr_fit_ranking_stores_a_fused_ranking_the_loader_and_eval_use(test_split, tmp_path):
+    from indexer.cli import main
+    from retrieval.checkpoints import save_checkpoint
+    from retrieval.factory import create_model
+
+    model = create_model("viclip-tiny-test", pretrained="random")
+    model.match_head_trained = True
+    ckpt = save_checkpoint(model, tmp_path / "t.safetensors")
+    res = CliRunner().invoke(
+        main, ["fit-ranking", "--data", str(test_split), "--checkpoint", str(ckpt), "--rerank-k", "8"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "match_weight" in res.output
+    loaded = create_model(None, pretrained=ckpt)
+    assert loaded.ranking is not None and loaded.ranking.fitted_on["rerank_k"] == 8
+    assert loaded.ranking.fitted_on["data"]["generated_with"]["seed"] == 11
+    res = CliRunner().invoke(
+        main, ["eval", "--data", str(test_split), "--checkpoint", str(ckpt), "--rerank-k", "8", "--json"]
+    )
+    report = json.loads(res.output)
+    assert report["default_ranking"] == "fused" and report["ranking"]["match_weight"] == loaded.ranking.match_weight
+    assert set(report["results"]["t2v"]) == {"itc", "dsl", "match", "fused"}
+
+
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped weights not present")
 def test_shipped_model_retrieves_on_a_fresh_split(test_split):
     from retrieval import create_model_and_transforms

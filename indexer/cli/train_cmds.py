@@ -78,9 +78,37 @@ def eval_cmd(
         model, preprocess, tokenizer = create_model_and_transforms(None, pretrained=checkpoint)
     report = evaluate(model, preprocess, tokenizer, data_dir, rerank_k=rerank_k, batch_size=batch_size,
                       limit=limit, progress=not as_json)  # fmt: skip
+    if output is None and not as_json and report.get("ranking"):
+        click.echo(f"default ranking: {report['default_ranking']} (match_weight {report['ranking']['match_weight']})")
     report["checkpoint"] = Path(checkpoint).name
     text = json.dumps(report, indent=1)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
     click.echo(text if as_json else format_table(report))
+
+
+@main.command("fit-ranking")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A held-out captioned split (e.g. `vtr synth --split val`), never the test split.")  # fmt: skip
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Project .safetensors to fit; the result is stored in its metadata.")  # fmt: skip
+@click.option("--rerank-k", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+def fit_ranking_cmd(data_dir: Path, checkpoint: Path, rerank_k: int, threads) -> None:
+    """Fit the default ranking (ITC + head fusion) and match-probability calibration into a checkpoint."""
+    import torch
+
+    from retrieval.calibration import embed_in_checkpoint
+    from retrieval.evaluation import fit_split_ranking, score_split
+    from retrieval.factory import create_model_and_transforms
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, preprocess, tokenizer = create_model_and_transforms(None, pretrained=checkpoint)
+    split = score_split(model, preprocess, tokenizer, data_dir, rerank_k=rerank_k, progress=True)
+    params = fit_split_ranking(model, split)
+    embed_in_checkpoint(checkpoint, params)
+    r1 = params.fitted_on["r1_by_match_weight"]
+    click.echo(f"match_weight {params.match_weight} (mean R@1 {r1[str(params.match_weight)]} vs head alone "
+               f"{r1[str(max(map(float, r1)))]} and ITC alone {r1['0.0']}); written to {checkpoint}")  # fmt: skip
