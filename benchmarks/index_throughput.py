@@ -121,7 +121,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generated library and home")
     args = ap.parse_args()
 
-    from indexer.pipeline import IndexOptions, load_model, run_index, token_layout
+    from indexer.pipeline import IndexOptions, run_index, token_layout
+    from retrieval.factory import load_model
     from retrieval.settings import resolve
 
     clip_seconds = float(resolve("clip_seconds", args.clip_seconds))

@@ -2,203 +2,48 @@
 
 Why this shape (clip-retrieval's streaming runner, with failure isolation added):
 
-* decoding runs in ``workers`` child processes, one file each, each with its own pipes so a worker
-  that hangs (per-file timeout, measured as time without progress) or crashes (a decoder segfault)
-  is killed and replaced without disturbing the others; its file is recorded as failed;
-* each worker has a small send buffer, so it keeps decoding while the parent embeds, and memory
-  stays bounded when the model is the slower side;
+* decoding runs in worker processes, one file each (:mod:`indexer.pool`), so a file that hangs or
+  crashes its decoder fails alone;
 * the parent embeds clips from all files in fixed-size batches on the model's device, and commits
-  finished videos in groups through :class:`indexer.sink.ClipSink` (see there for crash safety);
+  finished videos in groups through :class:`retrieval.clip_writer.ClipSink` (see there for crash
+  safety; the same write path serves the server's deletes);
 * unchanged files are skipped by (size, mtime), or by size + head/tail hash when only the mtime
   moved; files indexed with another clip length, stride or model are indexed again.
 
-The result is an :class:`IndexReport`; its ``exit_code`` is 0 when every file is indexed or
-unchanged and 1 when some failed (the others are committed either way).
+The result is an :class:`~indexer.options.IndexReport`; its ``exit_code`` is 0 when every file is
+indexed or unchanged and 1 when some failed (the others are committed either way). Options are
+:class:`~indexer.options.IndexOptions`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import multiprocessing as mp
 import os
-import queue
-import threading
 import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as wait_connections
-from pathlib import Path
 
 import numpy as np
 
 from indexer.fingerprint import fingerprint
+from indexer.options import IndexOptions, IndexReport, check_model_name
+from indexer.pool import run_pool
 from indexer.scan import FoundFile, scan, under_roots
-from indexer.sink import ClipSink, PendingVideo
-from indexer.worker import Job, WorkerConfig, process_file
+from indexer.worker import WorkerConfig
 from retrieval.catalog import STATUS_INDEXED, Catalog, ClipSpan, VideoMeta
-from retrieval.errors import ConfigError, InvalidInput, StoreError
+from retrieval.clip_writer import ClipSink, PendingVideo
+from retrieval.factory import load_model
 from retrieval.home import DataHome
-from retrieval.settings import resolve
+from retrieval.lock import HomeLock
 from retrieval.token_store import StoreLayout
+
+__all__ = ["IndexOptions", "IndexReport", "check_model_name", "plan_work", "run_index", "token_layout"]
 
 log = logging.getLogger(__name__)
 
-_STARTUP_LIMIT = 120.0  # seconds a fresh decoder process may take to pick up its first file
-_SEND_BUFFER = 8  # messages a worker may have queued before it waits for the parent
 _COMMIT_EVERY_S = 1.0  # finished videos wait at most this long for a group commit (work lost to a crash)
 _COMMIT_GROUP = 16
-
-
-@dataclass
-class IndexOptions:
-    paths: list[str]
-    home: str | None = None
-    db: str | None = None
-    model: str | None = None
-    checkpoint: str | None = None
-    clip_seconds: float | None = None
-    stride: float | None = None
-    workers: int | None = None
-    batch_size: int | None = None
-    prune: bool = False
-    file_timeout: float | None = None
-    index_factory: str | None = None
-    thumbnail_size: int | None = None
-    save_interval: float | None = None
-    device: str | None = None
-    progress: bool = True
-
-    def resolved(self) -> IndexOptions:
-        """Fill unset options from the settings table (flag > environment > default) and validate."""
-        o = IndexOptions(**self.__dict__)
-        o.checkpoint = resolve("checkpoint", o.checkpoint)
-        o.model = default_model_name(o.model, o.checkpoint)
-        o.clip_seconds = float(resolve("clip_seconds", o.clip_seconds))
-        o.stride = float(resolve("clip_stride", o.stride) or o.clip_seconds)
-        o.workers = int(resolve("index_workers", o.workers) or os.cpu_count() or 1)
-        o.batch_size = int(resolve("index_batch_size", o.batch_size))
-        o.file_timeout = float(resolve("file_timeout", o.file_timeout))
-        o.index_factory = resolve("index_factory", o.index_factory) or "auto"
-        o.thumbnail_size = int(resolve("thumbnail_size", o.thumbnail_size))
-        o.save_interval = float(resolve("save_interval", o.save_interval))
-        if not o.paths:
-            raise InvalidInput("give at least one folder or file to index")
-        if o.clip_seconds <= 0 or o.stride <= 0:
-            raise InvalidInput("--clip-seconds and --stride must be positive")
-        if o.workers < 1:
-            raise InvalidInput("--workers must be at least 1")
-        if o.batch_size < 1:
-            raise InvalidInput("--batch-size must be at least 1")
-        if o.file_timeout <= 0:
-            raise InvalidInput("--file-timeout must be positive")
-        return o
-
-
-@dataclass
-class IndexReport:
-    indexed: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    failed: list[dict] = field(default_factory=list)  # {path, reason}
-    warnings: list[dict] = field(default_factory=list)  # {path, warning}: indexed, but partly readable
-    pruned: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # gone from disk, kept because --prune was not given
-    requeued: list[str] = field(default_factory=list)  # re-indexed because their stored vectors were lost
-    clips: int = 0
-    seconds: float = 0.0
-    model: str = ""
-    index_factory: str = ""
-    vectors: int = 0
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
-
-    @property
-    def clips_per_second(self) -> float:
-        return self.clips / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "indexed": len(self.indexed),
-            "unchanged": self.unchanged,
-            "failed": self.failed,
-            "warnings": self.warnings,
-            "pruned": len(self.pruned),
-            "missing": self.missing,
-            "clips": self.clips,
-            "seconds": round(self.seconds, 3),
-            "clips_per_second": round(self.clips_per_second, 2),
-            "model": self.model,
-            "index_factory": self.index_factory,
-            "vectors": self.vectors,
-        }
-
-
-# ---------------------------------------------------------------------------------------------
-# one writer per data home
-
-
-class HomeLock:
-    """An exclusive lock on the data home, so two `vtr index` runs cannot interleave their writes."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._fh = None
-
-    def __enter__(self) -> HomeLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "another process"
-            self._fh.close()
-            raise StoreError(
-                f"the data home {self.path.parent} is being written by {holder}; wait for it to finish"
-            ) from None
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(f"vtr index (pid {os.getpid()})")
-        self._fh.flush()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            self._fh.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# model
-
-
-def default_model_name(model: str | None, checkpoint: str | None) -> str | None:
-    """``--model``, else none for a self-describing project checkpoint, else the ``model`` setting."""
-    if model:
-        return model
-    if checkpoint and str(checkpoint).endswith(".safetensors"):
-        return None  # the checkpoint names its architecture
-    return resolve("model")
-
-
-def load_model(name: str | None, checkpoint: str | None, device: str | None):
-    """(model, preprocess, tokenizer) on ``device`` (CUDA when available and not overridden)."""
-    import torch
-
-    from retrieval.factory import create_model_and_transforms
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    # Seed the init so a model without shipped weights (the test model) embeds the same way in
-    # every process; real weights overwrite it.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model, preprocess, tokenizer = create_model_and_transforms(name, pretrained=checkpoint, device=device)
-    model.eval()
-    return model, preprocess, tokenizer
 
 
 def token_layout(model) -> StoreLayout:
@@ -290,93 +135,10 @@ def plan_work(
     return todo, unchanged
 
 
-# ---------------------------------------------------------------------------------------------
-# worker processes
-
-
-def _child_main(task_conn, result_conn, cfg: WorkerConfig) -> None:
-    """Worker process: read jobs from ``task_conn``; a sender thread ships results back."""
-    import signal
-
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
-
-    torch.set_num_threads(1)
-    outbox: queue.Queue = queue.Queue(maxsize=_SEND_BUFFER)
-
-    def sender() -> None:
-        while True:
-            msg = outbox.get()
-            if msg is None:
-                return
-            try:
-                result_conn.send(msg)
-            except (BrokenPipeError, OSError):
-                return
-
-    t = threading.Thread(target=sender, daemon=True)
-    t.start()
-    try:
-        while True:
-            try:
-                job = task_conn.recv()
-            except EOFError:
-                break
-            if job is None:
-                break
-            outbox.put(("start", job.job_id))  # the per-file clock starts now, not at process start-up
-            process_file(job, cfg, outbox.put)
-    finally:
-        outbox.put(None)
-        t.join()
-
-
-class _Worker:
-    def __init__(self, ctx, cfg: WorkerConfig, number: int):
-        self.number = number
-        task_r, self.task_w = ctx.Pipe(duplex=False)
-        self.result_r, result_w = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(
-            target=_child_main, args=(task_r, result_w, cfg), daemon=True, name=f"vtr-decode-{number}"
-        )
-        self.proc.start()
-        task_r.close()
-        result_w.close()  # only the child holds the write end: its death reads as EOF here
-        self.job: Job | None = None
-        self.started = False
-        self.last_seen = time.monotonic()
-
-    def assign(self, job: Job) -> None:
-        self.job = job
-        self.started = False
-        self.last_seen = time.monotonic()
-        self.task_w.send(job)
-
-    def stop(self) -> None:
-        try:
-            self.task_w.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-
-    def kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join(timeout=5)
-        for c in (self.task_w, self.result_r):
-            try:
-                c.close()
-            except OSError:
-                pass
-
-
-# ---------------------------------------------------------------------------------------------
-
-
 @dataclass
 class _JobState:
     found: FoundFile
-    worker: _Worker | None = None
+    worker: object | None = None  # the indexer.pool worker decoding it
     info: dict | None = None
     fingerprint: str | None = None
     plans: list = field(default_factory=list)
@@ -411,8 +173,8 @@ def _meta(
     )
 
 
-class _Run:
-    """State of one indexing run over the files to (re)index."""
+class IndexRun:
+    """State of one indexing run over the files to (re)index (driven by :func:`indexer.pool.run_pool`)."""
 
     def __init__(
         self,
@@ -437,6 +199,10 @@ class _Run:
         self.last_commit = time.monotonic()
 
     # -- messages from workers
+    def start(self, job_id: int, found: FoundFile, worker) -> None:
+        """A worker took ``found``: track it until it is committed or failed."""
+        self.jobs[job_id] = _JobState(found=found, worker=worker)
+
     def handle(self, msg) -> None:
         kind, job_id = msg[0], msg[1]
         st = self.jobs.get(job_id)
@@ -538,89 +304,6 @@ class _Run:
             self.bar.set_postfix(clips=self.report.clips, failed=len(self.report.failed), refresh=False)
 
 
-def _mp_context():
-    """forkserver where available: workers fork from a clean process that imported torch and the
-    decoders once (fast starts, no inherited threads or CUDA state); spawn elsewhere."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["indexer.pipeline", "indexer.worker", "retrieval.decode", "retrieval.frames"])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def _run_pool(run: _Run, todo: list[FoundFile]) -> None:
-    opts = run.opts
-    ctx = _mp_context()
-    pending = deque(enumerate(todo))
-    workers = [_Worker(ctx, run.cfg, i) for i in range(min(opts.workers, max(1, len(todo))))]
-    try:
-        while pending or run.jobs or run.embed_queue or run.ready:
-            for w in workers:
-                if w.job is None and pending:
-                    job_id, f = pending.popleft()
-                    run.jobs[job_id] = _JobState(found=f)
-                    job = Job(job_id, f.path, f.size)
-                    run.jobs[job_id].worker = w
-                    w.assign(job)
-            busy = [w for w in workers if w.job is not None]
-            readable = wait_connections([w.result_r for w in busy], timeout=0.05) if busy else []
-            by_conn = {w.result_r: w for w in busy}
-            received = 0
-            for conn in readable:
-                w = by_conn[conn]
-                # drain this worker's buffer (bounded), so the embed batch fills quickly
-                for _ in range(_SEND_BUFFER):
-                    try:
-                        msg = conn.recv()
-                    except (EOFError, OSError):
-                        _replace(run, workers, w, ctx, "the decoder process crashed on this file")
-                        break
-                    w.last_seen = time.monotonic()
-                    received += 1
-                    if msg[0] == "start":
-                        w.started = True
-                        continue
-                    run.handle(msg)
-                    if w.job is None or not conn.poll():
-                        break
-            now = time.monotonic()
-            quiet = set(readable)
-            for w in list(workers):
-                if w.job is None or w.result_r in quiet:
-                    continue
-                if not w.proc.is_alive():
-                    code = w.proc.exitcode
-                    _replace(run, workers, w, ctx, f"the decoder process died (exit code {code}) on this file")
-                elif now - w.last_seen > (opts.file_timeout if w.started else max(_STARTUP_LIMIT, opts.file_timeout)):
-                    _replace(run, workers, w, ctx, f"timed out: no decoding progress for {opts.file_timeout:g} s")
-            idle = not readable and not received
-            run.embed_some(force=idle or not (pending or any(w.job for w in workers)))
-            run.commit(force=not (pending or run.jobs))
-    except BaseException:  # interrupted or failed: do not wait for the decoders to finish their files
-        for w in workers:
-            w.kill()
-        raise
-    for w in workers:
-        w.stop()
-    deadline = time.monotonic() + 5
-    for w in workers:
-        w.proc.join(timeout=max(0.1, deadline - time.monotonic()))
-        w.kill()
-
-
-def _replace(run: _Run, workers: list[_Worker], w: _Worker, ctx, reason: str) -> None:
-    job = w.job
-    w.kill()
-    i = workers.index(w)
-    workers[i] = _Worker(ctx, run.cfg, w.number)
-    if job is not None and job.job_id in run.jobs:
-        run.jobs[job.job_id].worker = None
-        run.fail(job.job_id, reason)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
 def run_index(opts: IndexOptions) -> IndexReport:
     """Index ``opts.paths`` into the data home; see the module docstring.
 
@@ -633,7 +316,7 @@ def run_index(opts: IndexOptions) -> IndexReport:
     opts = opts.resolved()
     home = DataHome(opts.home).ensure()
     report = IndexReport()
-    with HomeLock(home.lock_path):
+    with HomeLock(home.lock_path, holder="vtr index"):
         url = home.db_url(opts.db)
         migrations.upgrade(url)
         catalog = Catalog(url)
@@ -682,11 +365,11 @@ def run_index(opts: IndexOptions) -> IndexReport:
                 from tqdm import tqdm
 
                 bar = tqdm(total=len(todo), unit="file", desc="indexing", dynamic_ncols=True, smoothing=0.1)
-            run = _Run(opts, sink, Embedder(model), model.name, cfg, report, bar)
+            run = IndexRun(opts, sink, Embedder(model), model.name, cfg, report, bar)
             try:
                 if todo:
                     with _model_threads(model, opts.workers):
-                        _run_pool(run, todo)
+                        run_pool(run, todo)
             finally:
                 if bar is not None:
                     bar.close()
@@ -700,11 +383,3 @@ def run_index(opts: IndexOptions) -> IndexReport:
             catalog.close()
     report.seconds = time.monotonic() - t0
     return report
-
-
-def check_model_name(name: str | None, checkpoint: str | None) -> None:
-    """Fail early, with the list of known models, on a misspelt ``--model``."""
-    from retrieval import list_models
-
-    if name and not checkpoint and name not in list_models():
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")

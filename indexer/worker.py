@@ -15,7 +15,6 @@ Every message doubles as a heartbeat for the parent's per-file timeout.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from dataclasses import dataclass
@@ -40,23 +39,13 @@ class Job:
     size: int
 
 
-def thumbnail_jpeg(frame, max_side: int, quality: int = 82) -> bytes:
-    """A small JPEG of one RGB frame (longest side ``max_side``)."""
-    from PIL import Image
-
-    img = Image.fromarray(frame)
-    img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality, optimize=False)
-    return buf.getvalue()
-
-
 def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
     """Decode ``job.path`` and ``emit`` its messages; errors become an ("error", ...) message."""
     from indexer.clips import plan_clips
     from indexer.fingerprint import fingerprint
     from retrieval.decode import Video
     from retrieval.errors import VTRError
+    from retrieval.thumbnails import thumbnail_jpeg
 
     try:
         fp = fingerprint(job.path, job.size)
@@ -96,21 +85,3 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
     except Exception as exc:  # a decoder bug on one file must not end the run
         log.exception("unexpected error on %s", job.path)
         emit(("error", job.job_id, f"unexpected {type(exc).__name__}: {exc}"))
-
-
-def worker_main(tasks, results, cfg: WorkerConfig) -> None:
-    """Process entry point: take jobs until ``None``."""
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        import av
-
-        av.logging.set_level(av.logging.PANIC)
-    except Exception:
-        pass
-    while True:
-        job = tasks.get()
-        if job is None:
-            break
-        process_file(job, cfg, results.put)

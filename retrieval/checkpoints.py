@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from retrieval.atomic import atomic_path
 from retrieval.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -295,9 +296,6 @@ def save_checkpoint(
         "match_head_trained": json.dumps(bool(getattr(model, "match_head_trained", False))),
     }
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path

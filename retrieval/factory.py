@@ -124,3 +124,38 @@ def _load_other(model: VideoTextModel, pretrained) -> None:
     if os.sep in str(pretrained) or path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         raise CheckpointError(f"checkpoint file not found: {path}")
     load_open_clip_pretrained(model, model.config.open_clip.arch, str(pretrained))
+
+
+def default_model_name(model: str | None, checkpoint: str | os.PathLike | None, indexed=None) -> str | None:
+    """The model to use when the user named none: the one rule the indexer and the engine share.
+
+    ``model`` if given; else None for a self-describing project ``.safetensors`` (it names its own
+    architecture); else the model an existing index was built with (``indexed()``, when given);
+    else the ``model`` setting (``VTR_MODEL``, else the shipped default).
+    """
+    from retrieval.settings import resolve
+
+    if model:
+        return model
+    if checkpoint and str(checkpoint).endswith(".safetensors"):
+        return None
+    return (indexed() if indexed is not None else None) or resolve("model")
+
+
+def load_model(
+    name: str | None, checkpoint: str | os.PathLike | None, device: str | torch.device | None = None
+) -> tuple[VideoTextModel, VideoTransform, Tokenizer]:
+    """(model, preprocess, tokenizer) for inference on ``device`` (CUDA when available and not given).
+
+    Seeded: a model without shipped weights (the test model) gets the same random init in every
+    process, so the indexer and the engine embed alike; real weights overwrite it.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model, preprocess, tokenizer = create_model_and_transforms(name, pretrained=checkpoint, device=device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, preprocess, tokenizer

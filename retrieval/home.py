@@ -58,10 +58,6 @@ class DataHome:
     def text_index_path(self) -> Path:
         return self.index_dir / "texts.faiss"
 
-    @property
-    def text_sidecar_path(self) -> Path:
-        return self.index_dir / "texts.json"
-
     # -- token store and thumbnails
     @property
     def tokens_dir(self) -> Path:

@@ -26,11 +26,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from retrieval.atomic import atomic_write_bytes
 from retrieval.errors import IndexMismatch, InvalidInput, StoreError
 
 log = logging.getLogger(__name__)
@@ -66,39 +66,6 @@ def choose_factory(n: int, dim: int, *, flat_max: int | None = None, hnsw_max: i
         return "HNSW32"
     nlist = int(min(65536, max(1024, 2 ** round(math.log2(4 * math.sqrt(n))))))
     return f"IVF{nlist},SQ8"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def sidecar_path(index_path: str | os.PathLike) -> Path:

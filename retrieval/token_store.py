@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.atomic import atomic_write_json
 from retrieval.errors import IndexMismatch, InvalidInput, NotFound, StoreError
 
 log = logging.getLogger(__name__)
@@ -58,22 +59,6 @@ class StoreLayout:
 def _fsync(fh) -> None:
     fh.flush()
     os.fsync(fh.fileno())
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1)
-        _fsync(fh)
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 class TokenStore:
@@ -111,7 +96,7 @@ class TokenStore:
     # ------------------------------------------------------------------ files
     def _write_meta(self) -> None:
         lay = self.layout
-        _write_json_atomic(
+        atomic_write_json(
             self.root / "meta.json",
             {
                 "format": FORMAT_VERSION,

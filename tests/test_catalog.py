@@ -144,9 +144,9 @@ def test_schema_checks(tmp_path):
 
 def test_queries_span_several_in_clauses(cat, monkeypatch):
     """Every chunked ``IN (...)`` query gives the same answer when the ids need several chunks."""
-    from retrieval import catalog as catalog_module
+    from retrieval import catalog_schema
 
-    monkeypatch.setattr(catalog_module, "_CHUNK", 2)
+    monkeypatch.setattr(catalog_schema, "CHUNK", 2)
     paths = [f"/lib/{i}.mp4" for i in range(5)]
     per_video, _ = cat.commit_videos([(_meta(p), _spans(1)) for p in paths])
     ids = [v[0] for v in per_video]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.engine import MicroBatcher, SearchEngine, SearchFilters
+from retrieval.batching import MicroBatcher
+from retrieval.engine import SearchEngine, SearchFilters
 from retrieval.errors import DecodeError, IndexMismatch, InvalidInput, NotFound, StoreError
 from tests.home import index_paths
 
@@ -275,7 +276,7 @@ def test_catalog_views(engine, search_home):
 
 def test_concurrent_queries_are_batched_and_correct(engine):
     want = {q: [h["clip_id"] for h in engine.search_text(q + " now", k=10)["results"]] for q in QUERIES}
-    engine._cache.clear()
+    engine.encoder.clear_cache()
     before = engine.text_batcher.items
     got, errors = {}, []
 

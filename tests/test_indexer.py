@@ -14,12 +14,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from indexer.cli import main
-from indexer.pipeline import HomeLock, IndexOptions, run_index
+from indexer.pipeline import IndexOptions, run_index
 from indexer.scan import scan
 from retrieval.catalog import Catalog
 from retrieval.errors import IndexMismatch, StoreError
 from retrieval.home import DataHome
 from retrieval.index import VectorIndex
+from retrieval.lock import HomeLock
 from retrieval.token_store import TokenStore
 from tests.videos import make_4k_video, make_bad_library, make_library, make_video
 

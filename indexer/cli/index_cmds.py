@@ -161,16 +161,19 @@ def texts_group() -> None:
 def texts_add_cmd(file: Path, home, db, model, checkpoint, fmt, batch_size, device, as_json) -> None:
     """Embed the captions in FILE (.txt lines, .jsonl, .csv) into the text index."""
     import migrations
-    from indexer.pipeline import HomeLock, check_model_name, default_model_name, load_model
-    from indexer.texts import add_texts, read_texts
+    from indexer.options import check_model_name
+    from indexer.texts import read_texts
     from retrieval.catalog import Catalog
+    from retrieval.factory import default_model_name, load_model
     from retrieval.home import DataHome
+    from retrieval.lock import HomeLock
     from retrieval.settings import resolve
+    from retrieval.text_corpus import add_texts
 
     check_model_name(model, checkpoint)
     items = read_texts(file, fmt)
     h = DataHome(home).ensure()
-    with HomeLock(h.lock_path):
+    with HomeLock(h.lock_path, holder="vtr index"):
         url = h.db_url(db)
         migrations.upgrade(url)
         catalog = Catalog(url)
@@ -201,7 +204,7 @@ def db_group() -> None:
 def db_upgrade_cmd(home, db, revision) -> None:
     """Create or migrate the catalog schema (SQLite in the data home, or --db URL)."""
     import migrations
-    from retrieval.catalog import _redact
+    from retrieval.catalog import redact
     from retrieval.home import DataHome
 
     h = DataHome(home)
@@ -211,7 +214,7 @@ def db_upgrade_cmd(home, db, revision) -> None:
     before = migrations.current(url)
     after = migrations.upgrade(url, revision)
     state = "already at" if before == after else f"upgraded from {before or 'empty'} to"
-    click.echo(f"catalog {_redact(url)}: {state} revision {after}")
+    click.echo(f"catalog {redact(url)}: {state} revision {after}")
 
 
 @db_group.command("current")

@@ -1,0 +1,122 @@
+"""`vtr index`'s options, declared once, and the report a run returns.
+
+Why one declaration: each tunable option is a field of :class:`IndexOptions` whose metadata names
+its row in the settings table (:data:`retrieval.settings.SETTINGS`: flag, environment variable,
+default, help) and its lower bound. The click options of ``vtr index`` are built from these fields
+(:func:`indexer.cli.index_cmds.setting_options`), and :meth:`IndexOptions.resolved` fills and
+checks them from the same rows, so a new option is one new field.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from retrieval.errors import ConfigError, InvalidInput
+from retrieval.settings import resolve
+
+
+def setting(name: str, kind: type = str, minimum: float | None = None) -> Any:
+    """A field set from setting ``name`` (flag, env, default), parsed as ``kind`` with a lower bound."""
+    return field(default=None, metadata={"setting": name, "kind": kind, "min": minimum})
+
+
+@dataclass
+class IndexOptions:
+    paths: list[str]
+    home: str | None = setting("home")
+    db: str | None = setting("db")
+    model: str | None = setting("model")
+    checkpoint: str | None = setting("checkpoint")
+    clip_seconds: float | None = setting("clip_seconds", float, 0.1)
+    stride: float | None = setting("clip_stride", float, 0.1)
+    workers: int | None = setting("index_workers", int, 1)
+    batch_size: int | None = setting("index_batch_size", int, 1)
+    file_timeout: float | None = setting("file_timeout", float, 0.1)
+    index_factory: str | None = setting("index_factory")
+    thumbnail_size: int | None = None
+    save_interval: float | None = None
+    prune: bool = False
+    device: str | None = None
+    progress: bool = True
+
+    @classmethod
+    def setting_fields(cls) -> list:
+        """The fields a CLI flag sets (those with a ``setting``), in declaration order."""
+        return [f for f in fields(cls) if f.metadata.get("setting")]
+
+    def resolved(self) -> IndexOptions:
+        """Fill unset options from the settings table (flag > environment > default) and validate."""
+        from retrieval.factory import default_model_name
+
+        o = IndexOptions(**self.__dict__)
+        o.checkpoint = resolve("checkpoint", o.checkpoint)
+        o.model = default_model_name(o.model, o.checkpoint)
+        o.clip_seconds = float(resolve("clip_seconds", o.clip_seconds))
+        o.stride = float(resolve("clip_stride", o.stride) or o.clip_seconds)
+        o.workers = int(resolve("index_workers", o.workers) or os.cpu_count() or 1)
+        o.batch_size = int(resolve("index_batch_size", o.batch_size))
+        o.file_timeout = float(resolve("file_timeout", o.file_timeout))
+        o.index_factory = resolve("index_factory", o.index_factory) or "auto"
+        o.thumbnail_size = int(resolve("thumbnail_size", o.thumbnail_size))
+        o.save_interval = float(resolve("save_interval", o.save_interval))
+        if not o.paths:
+            raise InvalidInput("give at least one folder or file to index")
+        if o.clip_seconds <= 0 or o.stride <= 0:
+            raise InvalidInput("--clip-seconds and --stride must be positive")
+        if o.workers < 1:
+            raise InvalidInput("--workers must be at least 1")
+        if o.batch_size < 1:
+            raise InvalidInput("--batch-size must be at least 1")
+        if o.file_timeout <= 0:
+            raise InvalidInput("--file-timeout must be positive")
+        return o
+
+
+@dataclass
+class IndexReport:
+    indexed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    failed: list[dict] = field(default_factory=list)  # {path, reason}
+    warnings: list[dict] = field(default_factory=list)  # {path, warning}: indexed, but partly readable
+    pruned: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # gone from disk, kept because --prune was not given
+    requeued: list[str] = field(default_factory=list)  # re-indexed because their stored vectors were lost
+    clips: int = 0
+    seconds: float = 0.0
+    model: str = ""
+    index_factory: str = ""
+    vectors: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "indexed": len(self.indexed),
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "warnings": self.warnings,
+            "pruned": len(self.pruned),
+            "missing": self.missing,
+            "clips": self.clips,
+            "seconds": round(self.seconds, 3),
+            "clips_per_second": round(self.clips_per_second, 2),
+            "model": self.model,
+            "index_factory": self.index_factory,
+            "vectors": self.vectors,
+        }
+
+
+def check_model_name(name: str | None, checkpoint: str | None) -> None:
+    """Fail early, with the list of known models, on a misspelt ``--model``."""
+    from retrieval import list_models
+
+    if name and not checkpoint and name not in list_models():
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")

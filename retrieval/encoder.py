@@ -1,0 +1,137 @@
+"""Query encoding: texts, uploaded video files and indexed clips in the model's space.
+
+Why apart from the engine: encoding is where the model runs for a query, with its own concerns
+(concurrent text queries share one forward pass through :class:`~retrieval.batching.MicroBatcher`,
+recent queries are cached, uploaded files are decoded under a deadline and a pixel limit); the
+engine only asks for vectors and token sets.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from retrieval.batching import MicroBatcher
+from retrieval.errors import InvalidInput
+
+MAX_QUERY_PIXELS = 8192 * 4320  # refuse frames larger than 8K (a decompression bomb in 64 MiB is easy)
+# seconds a query video may take to decode: 64 MiB of near-empty frames decodes for many minutes
+QUERY_DECODE_SECONDS = 30.0
+
+
+@dataclass
+class EncodedText:
+    vector: np.ndarray  # float32 [D], L2-normalised
+    tokens: Any  # torch float [L, Wt]: the text tower's final states (matching-head input)
+    ids: Any  # torch long [L]
+
+
+@dataclass
+class EncodedVideo:
+    vector: np.ndarray  # float32 [D], L2-normalised
+    tokens: Any | None  # torch float [N, Wv] or None when the clip has no stored token set
+
+
+class QueryEncoder:
+    """Encodes queries with the model ``bundle()`` returns (``(model, preprocess, tokenizer)``, loaded lazily)."""
+
+    def __init__(
+        self,
+        bundle: Callable[[], tuple],
+        device: str = "cpu",
+        *,
+        max_text_batch: int = 64,
+        query_timeout: float = QUERY_DECODE_SECONDS,
+        cache_size: int = 512,
+    ):
+        self._bundle = bundle
+        self.device = device
+        self.query_timeout = float(query_timeout)
+        self.batcher = MicroBatcher(self._encode_text_batch, max_text_batch)
+        self._cache: OrderedDict[str, EncodedText] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._cache_size = cache_size
+
+    def _encode_text_batch(self, texts: list[str]) -> list[EncodedText]:
+        import torch
+
+        model, _, tokenizer = self._bundle()
+        ids = tokenizer(texts)
+        with torch.inference_mode():
+            emb, states = model.encode_text(ids.to(self.device), normalize=True, return_tokens=True)
+        emb = emb.float().cpu().numpy()
+        states = states.float().cpu()
+        return [EncodedText(emb[i], states[i], ids[i]) for i in range(len(texts))]
+
+    def text(self, text: str) -> EncodedText:
+        """Encode one query; concurrent callers share forward passes; recent queries are cached."""
+        with self._cache_lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
+        enc = self.batcher(text)
+        with self._cache_lock:
+            self._cache[text] = enc
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return enc
+
+    def text_states(self, texts: list[str]) -> tuple[Any, Any]:
+        """(final text states, token ids) of ``texts`` in one pass: the matching head's text input."""
+        import torch
+
+        model, _, tokenizer = self._bundle()
+        tids = tokenizer(texts)
+        with torch.inference_mode():
+            _, states = model.encode_text(tids.to(self.device), normalize=True, return_tokens=True)
+        return states.float().cpu(), tids
+
+    def file(self, path: str | os.PathLike) -> EncodedVideo:
+        """Embedding and token set of a video file (an upload: decoded self-contained, under a deadline)."""
+        import torch
+
+        from retrieval.decode import probe, read_frames
+        from retrieval.frames import middle_indices
+
+        model, preprocess, _ = self._bundle()
+        deadline = time.monotonic() + self.query_timeout
+        info = probe(path, deadline=deadline, self_contained=True)  # an upload may be a hostile playlist
+        if info.width * info.height > MAX_QUERY_PIXELS:
+            raise InvalidInput(f"the query video is {info.width}x{info.height}; frames up to 8K are accepted")
+        indices = middle_indices(max(1, info.num_frames), model.num_frames)
+        frames = read_frames(path, indices, deadline=deadline, self_contained=True)
+        pixels = preprocess(frames)[None].to(self.device)
+        with torch.inference_mode():
+            emb, tokens = model.encode_video(pixels, normalize=True, return_tokens=True)
+        return EncodedVideo(emb[0].float().cpu().numpy(), tokens[0].float().cpu())
+
+    def match_logits(self, text_tokens, text_ids, video_tokens) -> np.ndarray:
+        """[n,2] logits for n (text, video) pairs, in chunks; padding columns past the longest text dropped."""
+        import torch
+
+        model = self._bundle()[0]
+        length = int(text_ids.argmax(dim=1).max()) + 1
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(text_ids), 256):
+                sl = slice(i, i + 256)
+                logits = model.match_logits(
+                    text_tokens[sl, :length].to(self.device),
+                    text_ids[sl, :length].to(self.device),
+                    video_tokens[sl].to(self.device),
+                )
+                out.append(logits.float().cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, 2), np.float32)
+
+    def clear_cache(self) -> None:
+        """Forget cached query encodings (a test that must see the batcher run)."""
+        with self._cache_lock:
+            self._cache.clear()

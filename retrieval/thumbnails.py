@@ -1,0 +1,101 @@
+"""Clip thumbnails: one JPEG per clip at ``thumbs/<clip id>.jpg`` in the data home.
+
+Why one module: the indexer writes them while embedding, the server makes a missing one on first
+request, and every delete or reconcile removes them; the file rules (atomic writes, names that say
+which clip, stray temp files swept) live here once.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.atomic import atomic_path, atomic_write_bytes
+from retrieval.errors import DecodeError, NotFound
+from retrieval.home import DataHome
+from retrieval.settings import resolve
+
+
+def thumbnail_jpeg(frame: np.ndarray, max_side: int, quality: int = 82) -> bytes:
+    """A small JPEG of one RGB frame (longest side ``max_side``), as the indexer stores it."""
+    from PIL import Image
+
+    img = Image.fromarray(frame)
+    img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality, optimize=False)
+    return buf.getvalue()
+
+
+def write_thumbnail(home: DataHome, clip_id: int, jpeg: bytes) -> None:
+    """Store a clip's thumbnail (not fsynced: a lost one is made again on request)."""
+    atomic_write_bytes(home.thumbnail_path(clip_id), jpeg, durable=False)
+
+
+def thumbnail_file(home: DataHome, rec) -> Path:
+    """The clip's (``ClipRecord``) JPEG; made from its video on first request when the indexer did not."""
+    from PIL import Image
+
+    from retrieval.decode import read_frames
+
+    path = home.thumbnail_path(rec.id)
+    if path.is_file():
+        return path
+    src = Path(rec.path)
+    if not src.is_file():
+        raise NotFound(f"no thumbnail for clip {rec.id}: its video file is gone")
+    mid = max(0, (int(rec.start_frame) + int(rec.end_frame) - 1) // 2)
+    try:
+        frame = read_frames(src, [mid])[0]
+    except DecodeError as exc:
+        raise NotFound(f"no thumbnail for clip {rec.id}: {exc.message}") from exc
+    img = Image.fromarray(frame)
+    size = int(resolve("thumbnail_size")) or 320
+    img.thumbnail((size, size))
+    with atomic_path(path, durable=False) as tmp:
+        img.save(tmp, format="JPEG", quality=85)
+    return path
+
+
+def remove_thumbnails(home: DataHome, clip_ids: Iterable[int]) -> None:
+    """Delete the thumbnails of removed clips (missing ones are fine)."""
+    for cid in clip_ids:
+        try:
+            os.unlink(home.thumbnail_path(cid))
+        except OSError:
+            pass
+
+
+def remove_orphan_thumbnails(home: DataHome, catalog_ids: np.ndarray) -> int:
+    """Delete thumbnails of clips not in ``catalog_ids`` and stray temp files; returns how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(home.thumbs_dir))
+    except OSError:
+        return 0
+    names = [(e.name, e.path) for e in entries if e.name.endswith(".jpg") or e.name.endswith(".tmp")]
+    ids = []
+    for name, path in names:
+        stem = name[:-4]
+        if name.endswith(".tmp") or not stem.isdigit():
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+            continue
+        ids.append((int(stem), path))
+    if ids:
+        arr = np.array([i for i, _ in ids], dtype=np.int64)
+        orphan = ~np.isin(arr, catalog_ids)
+        for k in np.flatnonzero(orphan):
+            try:
+                os.unlink(ids[k][1])
+                removed += 1
+            except OSError:
+                pass
+    return removed

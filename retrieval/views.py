@@ -1,0 +1,114 @@
+"""JSON-ready views of catalog records and search results (plain dicts, in documented field order).
+
+Why here and not in the web app: ``vtr search --json``, the notebook API and the HTTP routes all
+return these shapes; the web app only adds URLs. Score fields come from :mod:`retrieval.ranking`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from retrieval.query import MAX_MOMENTS
+from retrieval.ranking import Ranked, score_fields
+
+
+def clip_view(rec) -> dict:
+    """A clip (catalog ``ClipRecord``) with its video's path, library and duration."""
+    return {
+        "clip_id": int(rec.id),
+        "video_id": int(rec.video_id),
+        "video_path": rec.path,
+        "library": rec.root,
+        "index": int(rec.idx),
+        "start": round(float(rec.start), 3),
+        "end": round(float(rec.end), 3),
+        "video_duration": rec.duration,
+    }
+
+
+def video_view(v, clips: Sequence) -> dict:
+    """A video (``VideoRecord``) with its clips; a failed video's reason is ``error``, a partly readable one's ``warning``."""
+    return {
+        "video_id": v.id,
+        "path": v.path,
+        "name": os.path.basename(v.path),
+        "library": v.root,
+        "status": v.status,
+        "warning": v.error if v.status == "indexed" else None,
+        "error": v.error if v.status != "indexed" else None,
+        "duration": v.duration,
+        "fps": v.fps,
+        "width": v.width,
+        "height": v.height,
+        "codec": v.codec,
+        "size": v.size,
+        "model": v.model,
+        "clips": [clip_view(c) for c in clips],
+    }
+
+
+def index_facts(index) -> dict | None:
+    """What ``stats`` reports about a vector index (None when there is none yet)."""
+    if index is None:
+        return None
+    return {
+        "vectors": index.ntotal,
+        "dim": index.dim,
+        "factory": index.factory,
+        "metric": index.metric,
+        "model": index.model,
+    }
+
+
+def clip_hit(rec, itc: float, logits, rank: int) -> dict:
+    """One ranked clip as a search hit."""
+    return {
+        "clip_id": int(rec.id),
+        "video_id": int(rec.video_id),
+        "video_path": rec.path,
+        "start": round(float(rec.start), 3),
+        "end": round(float(rec.end), 3),
+        **score_fields(itc, logits, rank),
+    }
+
+
+def text_hit(rec, itc: float, logits, rank: int) -> dict:
+    """One ranked caption as a search hit."""
+    return {"text_id": int(rec.id), "text": rec.text, "source": rec.source, **score_fields(itc, logits, rank)}
+
+
+def page_clips(ordered: Sequence[Ranked], offset: int, k: int, group: bool) -> list[dict]:
+    """The requested page of clip hits; with ``group``, one entry per video (its best moment plus others)."""
+    hits = [clip_hit(rec, itc, lg, i + 1) for i, (rec, itc, lg) in enumerate(ordered)]
+    if not group:
+        return hits[offset : offset + k]
+    groups: OrderedDict[int, dict] = OrderedDict()
+    for h in hits:
+        g = groups.get(h["video_id"])
+        if g is None:
+            groups[h["video_id"]] = {**h, "rank": len(groups) + 1, "moments": []}
+        elif len(g["moments"]) < MAX_MOMENTS:
+            g["moments"].append(h)
+    return list(groups.values())[offset : offset + k]
+
+
+def page_texts(ordered: Sequence[Ranked], offset: int, k: int) -> list[dict]:
+    """The requested page of caption hits."""
+    return [text_hit(t, itc, lg, i) for i, (t, itc, lg) in enumerate(ordered[offset : offset + k], start=offset + 1)]
+
+
+def envelope(query: Any, target: str, t0: float, offset: int, k: int, reranked: int, results: list[dict]) -> dict:
+    """The response every search returns: the query as understood, timing, page and results."""
+    return {
+        "query": query,
+        "target": target,
+        "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+        "offset": offset,
+        "k": k,
+        "reranked": reranked,
+        "results": results,
+    }
