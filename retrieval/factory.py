@@ -102,11 +102,13 @@ def _project_checkpoint(pretrained):
 
 
 def _load_project(model: VideoTextModel, tensors, meta, source: str) -> None:
+    from retrieval.calibration import METADATA_KEY, RankingParams
     from retrieval.checkpoints import adapt_to_model, load_strict
 
     trained = meta.get("match_head_trained", "false") == "true"
     load_strict(model, adapt_to_model(dict(tensors), model), source=source)
     model.match_head_trained = trained
+    model.ranking = RankingParams.from_json(meta.get(METADATA_KEY)) if trained else None
 
 
 def _load_other(model: VideoTextModel, pretrained) -> None:
