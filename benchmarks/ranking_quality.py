@@ -108,7 +108,9 @@ def brief(results: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=11, help="seed of the generated test splits (not 0: training, not 5: tuning)")
+    ap.add_argument(
+        "--seed", type=int, default=11, help="seed of the generated test splits (not 0: training, not 5: tuning)"
+    )
     ap.add_argument("--count", type=int, default=1000, help="clips in the test split")
     ap.add_argument("--long-count", type=int, default=40, help="multi-event videos for the moment probe")
     ap.add_argument("--checkpoint", default=None, help="project .safetensors (default: the shipped model)")

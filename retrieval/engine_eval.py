@@ -92,7 +92,7 @@ def evaluate_engine(
                 for p in paths:
                     captions_of.setdefault(p, set()).add(cap)
             ranks = []
-            for real, r in iterate(list(videos.items()), "v2t queries"):
+            for real in iterate(list(videos), "v2t queries"):
                 hits = engine.search_video(path=real, target="texts", k=k, rerank=rerank)["results"]
                 want = captions_of[real]
                 ranks.append(_rank_of(hits, lambda h, w=want: h.get("text") in w, k))
