@@ -111,6 +111,9 @@ def test_vtr_train_cli(train_dir, tmp_path):
     res = CliRunner().invoke(main, ["train", "--config", str(conf)])
     assert res.exit_code == 0, res.output
     assert out.is_file() and "wrote" in res.output
+    res = CliRunner().invoke(main, ["train", "--config", str(conf), "--prepare-only"])
+    assert res.exit_code == 0 and "prepared 48 clips" in res.output, res.output
+    assert list(train_dir.glob("cache/frames_*.npy"))
     conf.write_text("{not json")
     res = CliRunner().invoke(main, ["train", "--config", str(conf)])
     assert res.exit_code == 1 and "error: cannot read training config" in res.output

@@ -35,17 +35,24 @@ def synth_cmd(out: Path, count: int, seed: int, split: str, long_: bool) -> None
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the config's).")
 @click.option("--stop-at", type=click.IntRange(min=1), default=None,
               help="Stop at this step, keeping only the resume state (run long jobs in slices).")  # fmt: skip
-def train_cmd(config_path: Path, resume: bool, steps, output, data, device, stop_at) -> None:
+@click.option("--prepare-only", is_flag=True,
+              help="Only generate the data (if missing) and build its frame cache, then exit.")  # fmt: skip
+def train_cmd(config_path: Path, resume: bool, steps, output, data, device, stop_at, prepare_only: bool) -> None:
     """Train a model (VTC + VTM) and write a project checkpoint."""
     import logging
 
     from retrieval.training import TrainCfg, train
+    from retrieval.training.trainer import prepare
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = TrainCfg.from_json(config_path)
     for name, value in (("steps", steps), ("output", output), ("data", data), ("device", device)):
         if value is not None:
             setattr(cfg, name, str(value) if isinstance(value, Path) else value)
+    if prepare_only:
+        records, frames = prepare(cfg)
+        click.echo(f"prepared {len(records)} clips in {cfg.data} (frame cache {tuple(frames.shape)})")
+        return
     path = train(cfg, resume=resume, progress=True, stop_at=stop_at)
     click.echo(f"wrote {path}" if path else f"stopped at step {stop_at}; continue with --resume")
 

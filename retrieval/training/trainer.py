@@ -74,6 +74,19 @@ def ensure_data(cfg: TrainCfg, progress: bool = True) -> list[dict]:
     return read_captions(data)
 
 
+def prepare(cfg: TrainCfg, progress: bool = True):
+    """Generate the data if missing and build its frame cache: (records, frames).
+
+    Separate from :func:`train` so that runs sharing one data set (the model and its baseline) can
+    prepare it once and then train side by side, one core each, without racing to write the cache.
+    """
+    from retrieval.factory import get_model_config
+    from retrieval.training.data import frame_cache
+
+    records = ensure_data(cfg, progress)
+    return records, frame_cache(cfg.data, records, get_model_config(cfg.model).vision.image_size, progress=progress)
+
+
 def _batch_loss(model, batch, tokenizer, cfg: TrainCfg, step: int, device):
     from retrieval.training.data import normalize
     from retrieval.training.losses import positive_mask, vtc_loss, vtm_loss
@@ -147,14 +160,13 @@ def train(cfg: TrainCfg, resume: bool = False, progress: bool = True, stop_at: i
     """
     from retrieval.checkpoints import save_checkpoint
     from retrieval.factory import create_model_and_transforms
-    from retrieval.training.data import ClipBatches, frame_cache
+    from retrieval.training.data import ClipBatches
 
     torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)
-    records = ensure_data(cfg, progress)
+    records, frames = prepare(cfg, progress)
     torch.manual_seed(cfg.seed)
     model, _, tokenizer = create_model_and_transforms(cfg.model, pretrained=cfg.init or "random", device=device)
-    frames = frame_cache(cfg.data, records, model.image_size, progress=progress)
     batches = ClipBatches(records, frames, cfg.batch_size, model.num_frames, cfg.seed, rephrase=cfg.rephrase)
     optimizer = make_optimizer(model, cfg)
     output = Path(cfg.output)
