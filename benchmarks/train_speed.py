@@ -27,7 +27,7 @@ RECIPES = {
         {"batch_size": 128, "twin_negatives": False},
     ),
     "v2 (64px/16, batch 96+12)": (
-        {},
+        {"vision": {"image_size": 64, "patch_size": 16}, "match_head": {"frame_positions": 9}},
         {"batch_size": 96, "shuffled_negatives": 12, "rephrase": True, "logit_scale_lr": 0.01},
     ),
 }
