@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -35,7 +36,7 @@ from retrieval.catalog_schema import (
     text_hash,
 )
 from retrieval.catalog_writes import CatalogWrites
-from retrieval.errors import StoreError
+from retrieval.errors import NotFound, StoreError
 
 __all__ = [
     "SCHEMA_REVISION",
@@ -48,6 +49,7 @@ __all__ = [
     "VideoMeta",
     "VideoRecord",
     "make_engine",
+    "open_existing",
     "metadata",
     "redact",
     "sqlite_file_missing",
@@ -112,6 +114,16 @@ class Catalog(CatalogReads, CatalogWrites):
         with self.engine.connect() as conn:
             return conn.execute(sa.select(ALEMBIC_VERSION.c.version_num)).scalar()
 
+    def indexed_video_file(self, video_id: int) -> Path:
+        """The file of an indexed video, or :class:`NotFound` (a failed one may be anything; only catalog paths are served)."""
+        v = self.get_video(video_id)
+        if v.status != STATUS_INDEXED:  # a file that failed to index may be anything (a text renamed .mp4)
+            raise NotFound(f"video {video_id} was not indexed ({v.error or v.status}); its file is not served")
+        p = Path(v.path)
+        if not p.is_file():
+            raise NotFound(f"the file of video {video_id} is no longer at its indexed path")
+        return p
+
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
@@ -119,3 +131,17 @@ class Catalog(CatalogReads, CatalogWrites):
                 yield conn
         except sa.exc.OperationalError as exc:
             raise StoreError(f"catalog unavailable: {exc.orig}") from exc
+
+
+def open_existing(url: str, home) -> Catalog:
+    """The catalog of a home that was indexed, for reading: a missing SQLite file is an error, not created.
+
+    Why: opening a missing SQLite file would leave an empty one behind, and the user needs to hear
+    that the home was never indexed (``home`` is the :class:`~retrieval.home.DataHome` searched).
+    """
+    if sqlite_file_missing(url):
+        where = home.root if url == f"sqlite:///{home.catalog_path}" else url
+        raise StoreError(
+            f"no catalog in {where}: index some videos first (`vtr index FOLDER --home {home.root}`), or try `vtr demo`"
+        )
+    return Catalog(url, create=False)

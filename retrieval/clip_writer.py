@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +68,24 @@ def remove_videos(home: DataHome, catalog: Catalog, video_ids: Sequence[int], in
     if clip_ids:
         forget_clips(home, index, clip_ids)
     return clip_ids
+
+
+def delete_video(
+    home: DataHome, catalog: Catalog, video_id: int, on_save: Callable[[VectorIndex], None] | None = None
+) -> dict:
+    """Remove one video (:class:`NotFound` if absent) and save the clip index; the caller holds the home lock.
+
+    ``on_save(index)`` runs after the index is saved (the server installs it for its next query).
+    """
+    v = catalog.get_video(video_id)
+    path = home.clip_index_path
+    index = VectorIndex.load(path) if path.exists() else None
+    removed = remove_videos(home, catalog, [video_id], index)
+    if removed and index is not None:
+        index.save(path)
+        if on_save is not None:
+            on_save(index)
+    return {"deleted": int(video_id), "path": v.path, "clips_removed": len(removed)}
 
 
 class ClipSink:

@@ -113,6 +113,20 @@ class QueryEncoder:
             emb, tokens = model.encode_video(pixels, normalize=True, return_tokens=True)
         return EncodedVideo(emb[0].float().cpu().numpy(), tokens[0].float().cpu())
 
+    def stored_clip(self, clip_id: int, tokens) -> EncodedVideo:
+        """An indexed clip as a query: its stored embedding and token set (``tokens``: a LiveTokens)."""
+        import torch
+
+        from retrieval.errors import NotFound
+
+        vecs, have = tokens.vectors(np.asarray([clip_id], np.int64))
+        if len(have) == 0:
+            raise NotFound(f"clip {clip_id} has no stored embedding yet (is `vtr index` still writing it?)")
+        toks, mask = tokens.tokens([clip_id])
+        tok = torch.from_numpy(toks[0].astype(np.float32)) if toks is not None and mask[0] else None
+        v = vecs[0]
+        return EncodedVideo(v / max(float(np.linalg.norm(v)), 1e-12), tok)
+
     def match_logits(self, text_tokens, text_ids, video_tokens) -> np.ndarray:
         """[n,2] logits for n (text, video) pairs, in chunks; padding columns past the longest text dropped."""
         import torch

@@ -40,11 +40,12 @@ from pathlib import Path
 import numpy as np
 
 from retrieval import candidates, ranking, views
+from retrieval import rerank as rescore
+from retrieval.admin import AdminWrites
 from retrieval.encoder import QUERY_DECODE_SECONDS, EncodedText, EncodedVideo, QueryEncoder
-from retrieval.errors import DecodeError, IndexMismatch, InvalidInput, NotFound, StoreError
+from retrieval.errors import DecodeError, IndexMismatch, InvalidInput
 from retrieval.home import DataHome
 from retrieval.live import LiveIndex, LiveTokens
-from retrieval.lock import HomeLock
 from retrieval.query import SearchFilters, check_page, check_target, clean_query
 from retrieval.settings import resolve
 
@@ -52,11 +53,8 @@ __all__ = ["SearchEngine", "SearchFilters"]
 
 log = logging.getLogger(__name__)
 
-_ADMIN_LOCK_WAIT = 30.0  # seconds an admin write waits for a running `vtr index` to release the home
-_BUSY = "the index is busy (`vtr index` is running); try again when it finishes"
 
-
-class SearchEngine:
+class SearchEngine(AdminWrites):
     """Text->clips, video->texts and video->clips search over one data home.
 
     Arguments default to the settings (``--home``/``VTR_HOME`` ...). ``model=None`` uses
@@ -106,16 +104,9 @@ class SearchEngine:
         if self._catalog is None:
             with self._init_lock:
                 if self._catalog is None:
-                    from retrieval.catalog import Catalog, sqlite_file_missing
+                    from retrieval.catalog import open_existing
 
-                    if sqlite_file_missing(self.db_url):  # opening it would leave an empty file behind
-                        default_sqlite = self.db_url == f"sqlite:///{self.home.catalog_path}"
-                        where = self.home.root if default_sqlite else self.db_url
-                        raise StoreError(
-                            f"no catalog in {where}: index some videos first (`vtr index FOLDER "
-                            f"--home {self.home.root}`), or try `vtr demo`"
-                        )
-                    self._catalog = Catalog(self.db_url, create=False)
+                    self._catalog = open_existing(self.db_url, self.home)
         return self._catalog
 
     @property
@@ -199,63 +190,12 @@ class SearchEngine:
         """The query's embedding (normalised), e.g. for clients that search with vectors."""
         return self.encoder.text(clean_query(text)).vector.tolist()
 
-    def _encode_clip(self, clip_id: int) -> EncodedVideo:
-        import torch
-
-        self.catalog.get_clip(clip_id)  # NotFound for an unknown id
-        vecs, have = self._tokens.vectors(np.asarray([clip_id], np.int64))
-        if len(have) == 0:
-            raise NotFound(f"clip {clip_id} has no stored embedding yet (is `vtr index` still writing it?)")
-        tokens, mask = self._tokens.tokens([clip_id])
-        tok = torch.from_numpy(tokens[0].astype(np.float32)) if tokens is not None and mask[0] else None
-        v = vecs[0]
-        return EncodedVideo(v / max(float(np.linalg.norm(v)), 1e-12), tok)
-
     def _clip_candidates(self, query: np.ndarray, need: int, filters: SearchFilters | None, group: bool) -> list:
         catalog = self.catalog  # a home without a catalog is an error, not an empty result
         allowed = candidates.allowed_ids(catalog, filters)
         return candidates.clip_candidates(
             catalog, self._clip_index(), query, need, allowed, group, self._tokens.vectors
         )
-
-    # ------------------------------------------------------------------ re-ranking
-    def _rerank_clips_for_text(self, enc: EncodedText, cands: list) -> dict[int, np.ndarray]:
-        """clip id -> [2] match-head logits for the candidates that have a stored token set."""
-        import torch
-
-        if not cands:
-            return {}
-        ids = [r.id for r, _ in cands]
-        tokens, mask = self._tokens.tokens(ids)
-        if tokens is None:
-            return {}
-        n = int(mask.sum())
-        video = torch.from_numpy(tokens.astype(np.float32))
-        logits = self.encoder.match_logits(enc.tokens[None].expand(n, -1, -1), enc.ids[None].expand(n, -1), video)
-        have = [i for i, m in zip(ids, mask.tolist(), strict=True) if m]
-        return dict(zip(have, logits, strict=True))
-
-    def _rerank_clips_for_video(self, enc: EncodedVideo, cands: list) -> dict[int, np.ndarray]:
-        """clip id -> [0, s]: the frame-aligned similarity of the two clips' token sets (see ranking)."""
-        if not cands or enc.tokens is None:
-            return {}
-        ids = [r.id for r, _ in cands]
-        tokens, mask = self._tokens.tokens(ids)
-        if tokens is None:
-            return {}
-        sim = ranking.frame_aligned_similarity(enc.tokens.float().numpy(), tokens.astype(np.float32))
-        if sim is None:
-            return {}
-        return ranking.as_logits([i for i, m in zip(ids, mask.tolist(), strict=True) if m], sim)
-
-    def _rerank_texts_for_video(self, enc: EncodedVideo, cands: list) -> dict[int, np.ndarray]:
-        """text id -> [2] match-head logits, the head reading each caption against the query clip."""
-        if not cands:
-            return {}
-        states, tids = self.encoder.text_states([t.text for t, _ in cands])
-        video = enc.tokens[None].expand(len(cands), -1, -1)
-        lg = self.encoder.match_logits(states, tids, video)
-        return {t.id: lg[i] for i, (t, _) in enumerate(cands)}
 
     # ------------------------------------------------------------------ public search API
     def search_text(
@@ -276,7 +216,7 @@ class SearchEngine:
         enc = self.encode_text(query)
         r = self.rerank_k if use_rerank else 0
         cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
-        logits = self._rerank_clips_for_text(enc, cands[:r]) if r else {}
+        logits = rescore.clips_for_text(self.encoder, self._tokens, enc, cands[:r]) if r else {}
         ordered = ranking.order(cands, lambda c: c.id, logits, r)
         results = views.page_clips(ordered, offset, k, group_by_video)
         return views.envelope(query, "clips", t0, offset, k, len(logits), results)
@@ -317,14 +257,15 @@ class SearchEngine:
                 raise
             query: dict = {"file": display_name or Path(path).name}
         else:
-            enc = self._encode_clip(int(clip_id))
+            self.catalog.get_clip(int(clip_id))  # NotFound for an unknown id
+            enc = self.encoder.stored_clip(int(clip_id), self._tokens)
             query = {"clip_id": int(clip_id)}
         if target == "texts":
             results, reranked = self._texts_for_video(enc, k, offset, use_rerank)
         else:
             r = self.rerank_k if use_rerank and enc.tokens is not None else 0
             cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
-            scores = self._rerank_clips_for_video(enc, cands[:r]) if r else {}
+            scores = rescore.clips_for_video(self._tokens, enc, cands[:r]) if r else {}
             ordered = ranking.order(cands, lambda c: c.id, scores, r)
             results, reranked = views.page_clips(ordered, offset, k, group_by_video), len(scores)
         return views.envelope(query, target, t0, offset, k, reranked, results)
@@ -336,7 +277,7 @@ class SearchEngine:
             return [], 0
         r = self.rerank_k if use_rerank and enc.tokens is not None else 0
         cands = candidates.text_candidates(catalog, index, enc.vector, max(offset + k, r))
-        logits = self._rerank_texts_for_video(enc, cands[:r]) if r else {}
+        logits = rescore.texts_for_video(self.encoder, enc, cands[:r]) if r else {}
         ordered = ranking.order(cands, lambda t: t.id, logits, r)
         return views.page_texts(ordered, offset, k), len(logits)
 
@@ -399,54 +340,13 @@ class SearchEngine:
     # ------------------------------------------------------------------ media
     def video_file(self, video_id: int) -> Path:
         """The file of an indexed video (from the catalog only), or NotFound."""
-        v = self.catalog.get_video(video_id)
-        if v.status != "indexed":  # a file that failed to index may be anything (a text renamed .mp4)
-            raise NotFound(f"video {video_id} was not indexed ({v.error or v.status}); its file is not served")
-        p = Path(v.path)
-        if not p.is_file():
-            raise NotFound(f"the file of video {video_id} is no longer at its indexed path")
-        return p
+        return self.catalog.indexed_video_file(video_id)
 
     def thumbnail_file(self, clip_id: int) -> Path:
         """The clip's JPEG thumbnail; made from the video on first request when the indexer did not."""
         from retrieval.thumbnails import thumbnail_file
 
         return thumbnail_file(self.home, self.catalog.get_clip(clip_id))
-
-    # ------------------------------------------------------------------ admin writes
-    def _locked_home(self) -> HomeLock:
-        """Hold the indexer's lock while this process rewrites index files (one writer at a time)."""
-        return HomeLock(self.home.lock_path, holder="vtr serve", timeout=_ADMIN_LOCK_WAIT, busy=_BUSY)
-
-    def add_texts(self, texts: Sequence[str], source: str | None = None) -> list[int]:
-        """Add captions to the corpus video->text search ranks; returns their ids (existing ones reused)."""
-        from retrieval.text_corpus import add_texts
-
-        clean = [clean_query(t) for t in texts]
-        if not clean:
-            return []
-        model, _, tokenizer = self.bundle
-        with self._write_lock, self._locked_home():
-            rep = add_texts(
-                clean, source=source, home=self.home, catalog=self.catalog, model=model, tokenizer=tokenizer,
-                on_save=self._texts.replace,
-            )  # fmt: skip
-        return list(rep.ids)
-
-    def delete_video(self, video_id: int) -> dict:
-        """Remove a video from the catalog, the clip index and its thumbnails (the file stays)."""
-        from retrieval.clip_writer import remove_videos
-        from retrieval.index import VectorIndex
-
-        with self._write_lock, self._locked_home():
-            v = self.catalog.get_video(video_id)  # NotFound for an unknown id
-            path = self.home.clip_index_path
-            index = VectorIndex.load(path) if path.exists() else None
-            removed = remove_videos(self.home, self.catalog, [video_id], index)
-            if removed and index is not None:
-                index.save(path)
-                self._clips.replace(index)
-        return {"deleted": int(video_id), "path": v.path, "clips_removed": len(removed)}
 
     def close(self) -> None:
         if self._catalog is not None:

@@ -15,13 +15,16 @@ class VTRError(Exception):
     status: int = 400
     code: str = "bad_request"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, headers: dict | None = None
+    ):
         super().__init__(message)
         self.message = message
         if status is not None:
             self.status = status
         if code is not None:
             self.code = code
+        self.headers: dict[str, str] = dict(headers or {})  # sent with the HTTP error (Retry-After, ...)
 
     def to_dict(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}

@@ -13,6 +13,7 @@ from retrieval.errors import InvalidInput
 
 TARGETS = ("clips", "texts")  # what a video query can rank: indexed clips or the caption corpus
 MAX_K = 1000  # most results one request may ask for (k, num_images, num_result_ids)
+MAX_OFFSET = 10_000  # deepest page a request may ask for
 MAX_MOMENTS = 20  # other moments listed per video with group_by_video
 MAX_CANDIDATES = 20_000  # most clips one query ranks (deep pages of grouped results stop there)
 

@@ -189,27 +189,6 @@ def test_a_file_that_stalls_the_decoder_times_out_and_the_run_goes_on(tmp_path):
     _assert_consistent(tmp_path / "home")
 
 
-def test_scan_follows_symlinks_without_loops(tmp_path):
-    lib = tmp_path / "lib"
-    a = make_video(lib / "a.mp4", seconds=1)
-    (lib / "sub").mkdir()
-    os.symlink(lib, lib / "sub" / "loop")  # a cycle
-    os.symlink(a, lib / "sub" / "alias.mp4")  # the same file twice
-    os.symlink(tmp_path / "gone.mp4", lib / "broken.mp4")
-    (lib / ".hidden").mkdir()
-    make_video(lib / ".hidden" / "h.mp4", seconds=1)
-    (lib / "notes.txt").write_text("x")
-    bad_name = os.fsencode(lib) + b"/bad-\xff-name.mp4"  # not UTF-8: cannot be stored as text
-    shutil.copy(a, bad_name)
-    res = scan([lib, lib / "a.mp4"])
-    assert [f.path for f in res.files] == [str(a)]
-    assert res.errors == [
-        (str(lib / "bad-\\xff-name.mp4"), "file name is not valid UTF-8; rename it"),
-        (str(lib / "broken.mp4"), "broken symbolic link"),
-    ]
-    assert res.covers(str(lib / "x.mp4")) and not res.covers(str(tmp_path / "elsewhere.mp4"))
-
-
 def test_another_model_refuses_the_index(tmp_path, monkeypatch):
     lib = tmp_path / "lib"
     make_video(lib / "a.mp4", seconds=1)

@@ -3,19 +3,21 @@
 ``create_app(config)`` builds a Flask app; every setting comes from ``config`` (keys are the upper-case
 setting names of :mod:`retrieval.settings`, e.g. ``{"HOME": "/data/vtr", "RERANK_K": 32}``), else from
 the environment, else from the default. The search engine (model + index + catalog) is heavy, so it is
-built on first use through :func:`get_engine`; tests inject a ready one as ``config["ENGINE"]``.
+built on first use through :func:`webapp.state.get_engine`; tests inject a ready one as ``config["ENGINE"]``.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 from werkzeug.routing import IntegerConverter
 
 from retrieval.settings import get_setting, resolve
+from webapp import api, compat, media, openapi, pages, state
+from webapp.errors import register_error_handlers
+from webapp.ratelimit import RateLimiter
 
 # settings the web app reads (names in retrieval/settings.py); app.config keys are their upper-case forms
 WEB_SETTINGS = (
@@ -31,11 +33,7 @@ WEB_SETTINGS = (
     "rate_limit",
     "trust_proxy",
 )
-MAX_K = 1000  # most results one request may ask for (k, num_images, num_result_ids)
-MAX_OFFSET = 10_000  # deepest page a request may ask for
 _MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around an upload of the maximum size
-
-_engine_lock = threading.Lock()
 
 
 class _RowIdConverter(IntegerConverter):
@@ -71,10 +69,6 @@ def _resolved_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app. ``config`` overrides settings and may carry ``ENGINE`` (a ready SearchEngine)."""
-    from webapp import api, compat, media, openapi, pages
-    from webapp.errors import register_error_handlers
-    from webapp.ratelimit import RateLimiter
-
     config = dict(config or {})
     app = Flask(__name__)
     app.url_map.converters["int"] = _RowIdConverter
@@ -88,47 +82,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     app.extensions["vtr.ratelimit"] = RateLimiter(app.config["RATE_LIMIT"])
-    if app.config.get("ENGINE") is not None:
-        app.extensions["vtr.engine"] = app.config["ENGINE"]
+    state.init_app(app)
 
     register_error_handlers(app)
     for bp in (api.bp, compat.bp, media.bp, openapi.bp, pages.bp):
         app.register_blueprint(bp)
     return app
-
-
-def get_engine():
-    """The app's SearchEngine, built on first use (loading the model takes seconds, not every request)."""
-    app = current_app
-    engine = app.extensions.get("vtr.engine")
-    if engine is None:
-        with _engine_lock:
-            engine = app.extensions.get("vtr.engine")
-            if engine is None:
-                from retrieval.engine import SearchEngine
-
-                c = app.config
-                engine = SearchEngine(
-                    home=c["HOME"], db=c["DB"], model=c["MODEL"], checkpoint=c["CHECKPOINT"], rerank_k=c["RERANK_K"]
-                )
-                app.extensions["vtr.engine"] = engine
-    return engine
-
-
-def get_index_queue():
-    """The app's indexing queue (``POST /api/v1/index``), created on first use."""
-    app = current_app
-    queue = app.extensions.get("vtr.index_queue")
-    if queue is None:
-        engine = get_engine()
-        with _engine_lock:
-            queue = app.extensions.get("vtr.index_queue")
-            if queue is None:
-                from webapp.jobs import IndexQueue
-
-                # index with exactly the model and into the home the engine searches
-                queue = IndexQueue(
-                    str(engine.home.root), db=engine.db_url, model=engine.model_name, checkpoint=engine.checkpoint
-                )
-                app.extensions["vtr.index_queue"] = queue
-    return queue

@@ -14,14 +14,15 @@ from pathlib import Path
 from flask import Blueprint, current_app, jsonify, request
 
 from retrieval.errors import InvalidInput, NotFound
-from webapp import MAX_K, MAX_OFFSET, get_engine, get_index_queue
+from retrieval.query import MAX_K, MAX_OFFSET, check_target
+from webapp.errors import Forbidden
 from webapp.guards import json_body, limit_rate, parse_bool, parse_float, parse_int, parse_text, require_admin
+from webapp.state import get_engine, get_index_queue
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(limit_rate)
 
 DEFAULT_K = 20
-TARGETS = ("clips", "texts")
 MAX_TEXTS_PER_REQUEST = 10_000
 
 
@@ -105,9 +106,7 @@ def search_video():
     else:
         upload = None
         params = {**request.args.to_dict(), **(json_body() if request.get_data(cache=True) else {})}
-    target = params.get("target") or "clips"
-    if target not in TARGETS:
-        raise InvalidInput(f"target must be one of {', '.join(TARGETS)}, not {str(target)[:40]!r}")
+    target = check_target(params.get("target") or "clips")
     opts = _args(params)
     engine = get_engine()
     if upload is None:
@@ -180,15 +179,13 @@ def queue_index():
     path = parse_text("path", body.get("path"), required=True, max_chars=4096)
     roots = [r for r in (current_app.config.get("INDEX_ROOTS") or "").split(os.pathsep) if r.strip()]
     if not roots:
-        raise InvalidInput(
-            "no index roots are configured; set VTR_INDEX_ROOTS on the server", status=403, code="forbidden"
-        )
+        raise Forbidden("no index roots are configured; set VTR_INDEX_ROOTS on the server")
     real = os.path.realpath(path)
     allowed = [os.path.realpath(r) for r in roots]
     if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in allowed):
-        raise InvalidInput("path is not under a configured index root", status=403, code="forbidden")
+        raise Forbidden("path is not under a configured index root")
     if not os.path.exists(real):
-        raise InvalidInput("path does not exist", status=404, code="not_found")
+        raise NotFound("path does not exist")
     job = get_index_queue().submit(real)
     job["status_url"] = f"/api/v1/index/jobs/{job['job_id']}"
     return jsonify(job), 202

@@ -138,10 +138,15 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 def run_server(app, host: str, port: int, threads: int) -> None:
-    """Serve ``app`` with waitress (a production WSGI server: thread pool, no debugger, no reloader)."""
+    """Serve ``app`` with waitress (a production WSGI server: thread pool, no debugger, no reloader).
+
+    The app's engine is closed when the server stops (:func:`webapp.state.close_app`).
+    """
     import logging
 
     from waitress import serve as waitress_serve
+
+    from webapp.state import close_app
 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" chatter under load
     _check_can_listen(host, port)  # waitress leaks its wake-up pipe when binding fails
@@ -151,6 +156,8 @@ def run_server(app, host: str, port: int, threads: int) -> None:
         raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host/--port"
         ) from exc
+    finally:
+        close_app(app)
 
 
 @click.command("serve")

@@ -20,9 +20,10 @@ import tempfile
 from flask import Blueprint, current_app, jsonify, request
 
 from retrieval.errors import InvalidInput, NotFound
-from webapp import MAX_K, get_engine
+from retrieval.query import MAX_K
 from webapp.api import thumbnail_url, video_url
 from webapp.guards import json_body, limit_rate, parse_int, parse_text
+from webapp.state import get_engine
 
 bp = Blueprint("compat", __name__)
 bp.before_request(limit_rate)

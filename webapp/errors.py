@@ -1,4 +1,5 @@
-"""One JSON error shape for every failure: ``{"error": {"code": ..., "message": ...}}``.
+"""One JSON error shape for every failure: ``{"error": {"code": ..., "message": ...}}``, and the
+web app's own members of the one exception family (:class:`retrieval.errors.VTRError`).
 
 Clients (the UI, ``ClipClient``, curl users) should never have to parse an HTML error page or a
 stack trace. Library errors (:class:`retrieval.errors.VTRError`) carry their own status and code;
@@ -17,6 +18,28 @@ from werkzeug.exceptions import HTTPException
 from retrieval.errors import VTRError
 
 log = logging.getLogger(__name__)
+
+
+class Forbidden(VTRError):
+    """The request is understood but not allowed here (a path outside the index roots)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class AdminDisabled(Forbidden):
+    code = "admin_disabled"
+
+
+class Unauthorized(VTRError):
+    status = 401
+    code = "unauthorized"
+
+
+class RateLimited(VTRError):
+    status = 429
+    code = "rate_limited"
+
 
 # werkzeug status -> stable machine-readable code (the message stays human-readable)
 HTTP_CODES = {
@@ -56,8 +79,7 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 def _from_vtr(exc: VTRError) -> Response:
     if exc.status >= 500:
         log.warning("service problem: %s", exc.message)
-    headers = getattr(exc, "headers", None)
-    return error_response(exc.status, exc.code, exc.message, headers)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
 def _from_http(exc: HTTPException) -> Response:

@@ -11,26 +11,12 @@ import math
 
 from flask import current_app, request
 
-from retrieval.errors import InvalidInput, VTRError
+from retrieval.errors import InvalidInput
 from retrieval.utf8 import is_utf8_encodable
+from webapp.errors import AdminDisabled, RateLimited, Unauthorized
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-
-
-class RateLimited(VTRError):
-    status = 429
-    code = "rate_limited"
-
-
-class Unauthorized(VTRError):
-    status = 401
-    code = "unauthorized"
-
-
-class AdminDisabled(VTRError):
-    status = 403
-    code = "admin_disabled"
 
 
 def client_address() -> str:
@@ -42,9 +28,10 @@ def limit_rate() -> None:
     limiter = current_app.extensions["vtr.ratelimit"]
     wait = limiter.acquire(client_address())
     if wait > 0:
-        exc = RateLimited(f"too many requests from {client_address()}: limit {limiter.per_minute} per minute")
-        exc.headers = {"Retry-After": limiter.retry_after(wait)}
-        raise exc
+        raise RateLimited(
+            f"too many requests from {client_address()}: limit {limiter.per_minute} per minute",
+            headers={"Retry-After": limiter.retry_after(wait)},
+        )
 
 
 def require_admin() -> None:
@@ -55,13 +42,15 @@ def require_admin() -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        exc = Unauthorized("admin route: send 'Authorization: Bearer <token>'")
-        exc.headers = {"WWW-Authenticate": 'Bearer realm="vtr-admin"'}
-        raise exc
+        raise Unauthorized(
+            "admin route: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": 'Bearer realm="vtr-admin"'},
+        )
     if not hmac.compare_digest(given.strip().encode(), str(token).encode()):
-        exc = Unauthorized("admin route: wrong bearer token")
-        exc.headers = {"WWW-Authenticate": 'Bearer realm="vtr-admin", error="invalid_token"'}
-        raise exc
+        raise Unauthorized(
+            "admin route: wrong bearer token",
+            headers={"WWW-Authenticate": 'Bearer realm="vtr-admin", error="invalid_token"'},
+        )
 
 
 # -- parsing

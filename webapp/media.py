@@ -13,7 +13,7 @@ import re
 from flask import Blueprint, request, send_file
 
 from retrieval.errors import NotFound
-from webapp import get_engine
+from webapp.state import get_engine
 
 bp = Blueprint("media", __name__, url_prefix="/media")
 

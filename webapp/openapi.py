@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from webapp import MAX_K, MAX_OFFSET
+from retrieval.query import MAX_K, MAX_OFFSET
 
 bp = Blueprint("openapi", __name__)
 

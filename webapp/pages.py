@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
 
-from webapp import MAX_K
+from retrieval.query import MAX_K
 
 bp = Blueprint("pages", __name__)  # templates/ and static/ are the app's own folders
 

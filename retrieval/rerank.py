@@ -1,0 +1,57 @@
+"""Re-rank scores for the top candidates: the matching head's logits, or token-set similarity.
+
+Why apart from ranking: this is where the model runs on candidates (torch), while
+:mod:`retrieval.ranking` decides, from the scores computed here, what the final order is. Each
+function returns ``{id: [2] logits}`` for the candidates it could score (those with a stored token
+set); the rest keep their ITC place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from retrieval import ranking
+from retrieval.encoder import EncodedText, EncodedVideo, QueryEncoder
+from retrieval.live import LiveTokens
+
+
+def clips_for_text(encoder: QueryEncoder, tokens: LiveTokens, enc: EncodedText, cands: list) -> dict[int, np.ndarray]:
+    """clip id -> match-head logits of (query text, clip) for the candidates that have a token set."""
+    import torch
+
+    if not cands:
+        return {}
+    ids = [r.id for r, _ in cands]
+    toks, mask = tokens.tokens(ids)
+    if toks is None:
+        return {}
+    n = int(mask.sum())
+    video = torch.from_numpy(toks.astype(np.float32))
+    logits = encoder.match_logits(enc.tokens[None].expand(n, -1, -1), enc.ids[None].expand(n, -1), video)
+    have = [i for i, m in zip(ids, mask.tolist(), strict=True) if m]
+    return dict(zip(have, logits, strict=True))
+
+
+def clips_for_video(tokens: LiveTokens, enc: EncodedVideo, cands: list) -> dict[int, np.ndarray]:
+    """clip id -> ``[0, s]``, s the frame-aligned similarity of the two clips' token sets (the head
+    scores text-video pairs only; see :func:`retrieval.ranking.frame_aligned_similarity`)."""
+    if not cands or enc.tokens is None:
+        return {}
+    ids = [r.id for r, _ in cands]
+    toks, mask = tokens.tokens(ids)
+    if toks is None:
+        return {}
+    sim = ranking.frame_aligned_similarity(enc.tokens.float().numpy(), toks.astype(np.float32))
+    if sim is None:
+        return {}
+    return ranking.as_logits([i for i, m in zip(ids, mask.tolist(), strict=True) if m], sim)
+
+
+def texts_for_video(encoder: QueryEncoder, enc: EncodedVideo, cands: list) -> dict[int, np.ndarray]:
+    """text id -> match-head logits, the head reading each caption against the query clip's tokens."""
+    if not cands:
+        return {}
+    states, tids = encoder.text_states([t.text for t, _ in cands])
+    video = enc.tokens[None].expand(len(cands), -1, -1)
+    lg = encoder.match_logits(states, tids, video)
+    return {t.id: lg[i] for i, (t, _) in enumerate(cands)}
