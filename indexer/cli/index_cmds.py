@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from indexer.cli import main
-from retrieval.settings import flag_help
+from retrieval.settings import flag_help, get_setting
 
 
 def _home_options(f):
@@ -34,23 +34,45 @@ def _quiet_logging(verbose: bool) -> None:
     )
 
 
+# click types for settings whose values are paths (the rest follow their IndexOptions field's kind)
+_PATH_TYPES = {
+    "home": click.Path(file_okay=False),
+    "checkpoint": click.Path(dir_okay=False, exists=True),
+}
+
+
+def setting_options(f):
+    """The ``vtr index`` options, one per :class:`~indexer.options.IndexOptions` field with a setting.
+
+    Flag, help text and environment variable come from the settings table, the type and lower
+    bound from the field, so an option is declared once (see :mod:`indexer.options`).
+    """
+    from indexer.options import IndexOptions
+
+    for fld in reversed(IndexOptions.setting_fields()):
+        s = get_setting(fld.metadata["setting"])
+        kind, lo = fld.metadata["kind"], fld.metadata["min"]
+        if s.name in _PATH_TYPES:
+            type_ = _PATH_TYPES[s.name]
+        elif kind is float:
+            type_ = click.FloatRange(min=lo)
+        elif kind is int:
+            type_ = click.IntRange(min=lo)
+        else:
+            type_ = click.STRING
+        f = click.option(s.flag, fld.name, type=type_, default=None, help=flag_help(s.name))(f)
+    return f
+
+
 @main.command("index")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@_home_options
-@_model_options
-@click.option("--clip-seconds", type=click.FloatRange(min=0.1), default=None, help=flag_help("clip_seconds"))
-@click.option("--stride", type=click.FloatRange(min=0.1), default=None, help=flag_help("clip_stride"))
-@click.option("--workers", type=click.IntRange(min=1), default=None, help=flag_help("index_workers"))
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help=flag_help("index_batch_size"))
-@click.option("--file-timeout", type=click.FloatRange(min=0.1), default=None, help=flag_help("file_timeout"))
-@click.option("--index-factory", default=None, help=flag_help("index_factory"))
+@setting_options
 @click.option("--prune", is_flag=True, help="Remove files from the index that no longer exist under the given folders.")
 @click.option("--device", default=None, help="Model device: cpu, cuda, cuda:1 ... (default: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--verbose", "-v", is_flag=True, help="Log what the indexer does.")
-def index_cmd(paths, home, db, model, checkpoint, clip_seconds, stride, workers, batch_size, file_timeout,
-              index_factory, prune, device, as_json, quiet, verbose) -> None:  # fmt: skip
+def index_cmd(paths, prune, device, as_json, quiet, verbose, **settings) -> None:
     """Index the videos in PATHS (folders, searched recursively, or files) into the data home.
 
     Unchanged files are skipped, changed ones indexed again. Exit code 0: every file is indexed or
@@ -59,23 +81,8 @@ def index_cmd(paths, home, db, model, checkpoint, clip_seconds, stride, workers,
     from indexer.pipeline import IndexOptions, check_model_name, run_index
 
     _quiet_logging(verbose)
-    check_model_name(model, checkpoint)
-    opts = IndexOptions(
-        paths=list(paths),
-        home=home,
-        db=db,
-        model=model,
-        checkpoint=checkpoint,
-        clip_seconds=clip_seconds,
-        stride=stride,
-        workers=workers,
-        batch_size=batch_size,
-        prune=prune,
-        file_timeout=file_timeout,
-        index_factory=index_factory,
-        device=device,
-        progress=not quiet and not as_json,
-    )
+    check_model_name(settings["model"], settings["checkpoint"])
+    opts = IndexOptions(paths=list(paths), prune=prune, device=device, progress=not quiet and not as_json, **settings)
     try:
         report = run_index(opts)
     except KeyboardInterrupt:
