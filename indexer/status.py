@@ -25,6 +25,8 @@ def collect_status(home: DataHome, db: str | None = None) -> dict:
         "duration": 0.0,
         "model": (clip_meta or text_meta or {}).get("model"),
         "index_factory": clip_meta.get("factory") if clip_meta else None,
+        "index_search": _search_params(clip_meta),
+        "index_recall": (clip_meta or {}).get("recall"),  # None for an index built before recall was measured
     }
     if sqlite_file_missing(url):
         return out
@@ -43,3 +45,17 @@ def collect_status(home: DataHome, db: str | None = None) -> dict:
     finally:
         catalog.close()
     return out
+
+
+def _search_params(meta: dict | None) -> dict | None:
+    """The clip index's search parameters (older sidecars lack ``search``: derived from the factory)."""
+    if not meta:
+        return None
+    if "search" in meta:
+        return meta["search"]
+    factory = str(meta.get("factory", ""))
+    if "IVF" in factory:
+        return {"nprobe": meta.get("nprobe")}
+    if "HNSW" in factory:
+        return {"efSearch": meta.get("ef_search")}
+    return {}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from retrieval.errors import IndexMismatch, InvalidInput, StoreError
-from retrieval.index import VectorIndex, choose_factory, gpu_available, read_sidecar, sidecar_path
+from retrieval.index import VectorIndex, choose_factory, gpu_available, ivf_nlist, read_sidecar, sidecar_path
 
 ANN_TYPES = ["HNSW32", "IVF64,SQ8", "IVF64,Flat", "IVF64,PQ16x4,Refine(Flat)", "IVF64,PQ8x4fs,RFlat"]
 
@@ -34,6 +34,10 @@ def _brute(x, ids, q, k):
     scores = q @ x.T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, order, 1), ids[order]
+
+
+def _recall(got, ref):
+    return float(np.mean([len(set(a) & set(b)) / ref.shape[1] for a, b in zip(got, ref, strict=True)]))
 
 
 def test_flat_is_exact(data):
@@ -159,13 +163,105 @@ def test_save_is_atomic(data, tmp_path, monkeypatch):
     assert json.loads(sidecar_path(path).read_text())["count"] == 20
 
 
-def test_choose_factory_thresholds():
+def test_choose_factory_measured_rule():
     assert choose_factory(10, 512) == "Flat"
-    assert choose_factory(100_000, 512, flat_max=100_000) == "Flat"
-    assert choose_factory(100_001, 512, flat_max=100_000) == "HNSW32"
-    f = choose_factory(5_000_000, 512, flat_max=100_000, hnsw_max=2_000_000)
-    assert f.startswith("IVF") and f.endswith(",SQ8")
-    VectorIndex.create(512, "m", f)  # a valid factory string
+    assert choose_factory(8192, 128) == "Flat" and choose_factory(2048, 512) == "Flat"  # n * dim <= 2**20
+    assert choose_factory(8193, 128) == "IVF256,SQ8"
+    assert choose_factory(2049, 512) == "IVF128,SQ8"
+    assert choose_factory(1_000_000, 512) == "IVF2048,SQ8"
+    assert choose_factory(10_000_000, 512) == "IVF8192,SQ8"
+    assert choose_factory(100_000, 512, flat_max=100_000) == "Flat"  # the setting overrides the rule
+    assert choose_factory(100_001, 512, flat_max=100_000) == "IVF512,SQ8"
+    VectorIndex.create(512, "m", choose_factory(10_000_000, 512))  # a valid factory string
+    assert ivf_nlist(1) == 16 and ivf_nlist(10**12) == 65536
+
+
+@pytest.mark.parametrize("factory", ["IVF64,SQ8", "HNSW32", "IVF64,PQ16x4,Refine(Flat)"])
+def test_build_tunes_to_the_target_recall_and_measures_it_truly(data, factory):
+    x, ids, _ = data
+    index = VectorIndex.build(x, ids, model="m", factory=factory, recall_target=0.95, seed=3)
+    r = index.recall
+    assert r["k"] == 20 and r["target"] == 0.95 and r["queries"] == 1000 and r["count"] == len(x)
+    assert r["value"] >= 0.95
+    name = {"nprobe": "nprobe", "efSearch": "ef_search"}[r["param"]]
+    assert getattr(index, name) == r["param_value"]
+    # the recorded recall is what a fresh exact search says about the same sample, at that setting
+    sample = np.sort(np.random.default_rng(3).choice(len(x), 1000, replace=False))
+    _, got = index.search(x[sample], 20)
+    _, ref = _brute(x, ids, x[sample], 20)
+    assert abs(_recall(got, ref) - r["value"]) < 1e-3
+    if r["param"] == "nprobe" and r["param_value"] > 1:  # the smallest setting that reaches the target
+        setattr(index, name, max(1, r["param_value"] // 2))
+        _, got = index.search(x[sample], 20)
+        assert _recall(got, ref) < 0.95
+
+
+def test_a_harder_target_needs_a_larger_setting_and_is_deterministic(data):
+    x, ids, _ = data
+    low = VectorIndex.build(x, ids, model="m", factory="IVF64,SQ8", recall_target=0.8)
+    high = VectorIndex.build(x, ids, model="m", factory="IVF64,SQ8", recall_target=0.99)
+    again = VectorIndex.build(x, ids, model="m", factory="IVF64,SQ8", recall_target=0.99)
+    assert low.nprobe < high.nprobe and high.recall["value"] >= 0.99
+    assert high.recall == {**again.recall, "seconds": high.recall["seconds"]}
+
+
+def test_unreachable_target_keeps_the_best_setting_and_says_so(data):
+    x, ids, _ = data
+    index = VectorIndex.build(x, ids, model="m", factory="IVF64,PQ4x4", recall_target=0.999)
+    best = index.recall["value"]
+    assert best < 0.999 and 1 <= index.recall["param_value"] <= 64
+    index.nprobe = 64  # probing every list finds no more: the kept setting is the cheapest best one
+    sample = np.sort(np.random.default_rng(0).choice(len(x), 1000, replace=False))
+    _, got = index.search(x[sample], 20)
+    assert _recall(got, _brute(x, ids, x[sample], 20)[1]) <= best + 1e-9
+
+
+def test_recall_and_search_params_in_the_sidecar_and_old_sidecars_still_load(data, tmp_path):
+    x, ids, q = data
+    path = tmp_path / "clips.faiss"
+    index = VectorIndex.build(x, ids, model="m", factory="IVF64,SQ8")
+    index.save(path)
+    meta = read_sidecar(path)
+    assert meta["recall"] == index.recall and meta["recall"]["value"] >= 0.95
+    assert meta["search"] == {"nlist": 64, "nprobe": index.nprobe} and meta["nprobe"] == index.nprobe
+    loaded = VectorIndex.load(path, model="m")
+    assert loaded.recall == index.recall and loaded.nprobe == index.nprobe
+    assert np.array_equal(loaded.search(q, 20)[1], index.search(q, 20)[1])
+    # an index written before recall was measured: no recall, no search fields
+    old = {k: meta[k] for k in ("format", "model", "dim", "metric", "count", "factory", "ef_search", "nprobe")}
+    sidecar_path(path).write_text(json.dumps({**old, "tombstones": []}))
+    legacy = VectorIndex.load(path, model="m")
+    assert legacy.recall is None and legacy.nprobe == index.nprobe and legacy.ntotal == len(x)
+    legacy.save(path)  # and it saves in the new format
+    assert read_sidecar(path)["recall"] is None and read_sidecar(path)["search"]["nlist"] == 64
+
+
+def test_flat_recall_is_exact_and_auto_build_picks_by_size(data):
+    x, ids, _ = data
+    flat = VectorIndex.build(x[:1000], ids[:1000], model="m")
+    assert flat.factory == "Flat" and flat.recall["value"] == 1.0 and flat.recall["param"] is None
+    ivf = VectorIndex.build(x, ids, model="m")  # 6000 x 48 > 2**20 cells? no: 288,000 -> Flat
+    assert ivf.factory == "Flat"
+    assert VectorIndex.build(x[:10], ids[:10], model="m", tune=False).recall is None
+
+
+def test_memory_mapped_inverted_lists_search_like_the_loaded_index(data, tmp_path):
+    """An index larger than RAM: IO_FLAG_MMAP maps the IVF lists from the file (OnDiskInvertedLists)."""
+    import faiss
+
+    x, ids, q = data
+    path = tmp_path / "clips.faiss"
+    index = VectorIndex.build(x, ids, model="m", factory="IVF64,SQ8")
+    index.save(path)
+    mapped = VectorIndex.load(path, model="m", mmap=True)
+    lists = faiss.extract_index_ivf(mapped.index).invlists
+    assert isinstance(faiss.downcast_InvertedLists(lists), faiss.OnDiskInvertedLists)
+    assert mapped.nprobe == index.nprobe and mapped.recall == index.recall
+    s1, i1 = index.search(q, 20)
+    s2, i2 = mapped.search(q, 20)
+    assert np.array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, atol=1e-6)
+    assert np.array_equal(mapped.ids(), np.sort(ids))
 
 
 def test_l2_metric_scores_larger_is_better(data):
@@ -189,3 +285,30 @@ def test_gpu_search_matches_cpu(data):
     gpu_scores, gpu_ids = index.search(q, 10)
     np.testing.assert_allclose(gpu_scores, cpu_scores, atol=1e-4)
     assert (gpu_ids == cpu_ids).mean() > 0.99
+
+
+def test_vtr_status_shows_the_measured_recall_and_search_parameters(data, tmp_path):
+    from click.testing import CliRunner
+
+    from indexer.cli import main
+    from retrieval.home import DataHome
+
+    x, ids, _ = data
+    home = DataHome(tmp_path / "home").ensure()
+    index = VectorIndex.build(x, ids, model="m", factory="IVF64,SQ8")
+    index.save(home.clip_index_path)
+    res = CliRunner().invoke(main, ["status", "--json", "--home", str(home.root)])
+    assert res.exit_code == 0, res.output
+    st = json.loads(res.output)
+    assert st["index_factory"] == "IVF64,SQ8" and st["vectors"] == len(x)
+    assert st["index_search"] == {"nlist": 64, "nprobe": index.nprobe}
+    assert st["index_recall"] == index.recall and st["index_recall"]["value"] >= 0.95
+    text = CliRunner().invoke(main, ["status", "--home", str(home.root)]).output
+    assert f"index     IVF64,SQ8, nlist 64, nprobe {index.nprobe}; recall@20 {index.recall['value']:.3f}" in text
+    # an index from before: no recall in the sidecar
+    meta = read_sidecar(home.clip_index_path)
+    del meta["recall"], meta["search"]
+    sidecar_path(home.clip_index_path).write_text(json.dumps(meta))
+    st = json.loads(CliRunner().invoke(main, ["status", "--json", "--home", str(home.root)]).output)
+    assert st["index_recall"] is None and st["index_search"] == {"nprobe": index.nprobe}
+    assert "recall not measured" in CliRunner().invoke(main, ["status", "--home", str(home.root)]).output

@@ -139,6 +139,8 @@ def status_cmd(home, db, as_json) -> None:
     click.echo(f"videos    {st['videos']} ({len(st['libraries'])} libraries, {hours:.2f} h)")
     click.echo(f"clips     {st['clips']}")
     click.echo(f"vectors   {st['vectors']}" + (f" ({st['index_factory']})" if st["index_factory"] else ""))
+    if st.get("index_factory"):
+        click.echo(f"index     {_index_line(st)}")
     click.echo(f"texts     {st['texts']} ({st['text_vectors']} vectors)")
     click.echo(f"failed    {len(st['failed'])}")
     for f in st["failed"]:
@@ -233,3 +235,14 @@ def db_current_cmd(home, db) -> None:
 
     url = DataHome(home).db_url(db)
     click.echo(f"current {migrations.current(url) or 'empty'}; head {migrations.head()}")
+
+
+def _index_line(st: dict) -> str:
+    """`vtr status`'s index line: type, search parameters and the recall measured at build time."""
+    params = ", ".join(f"{k} {v}" for k, v in (st.get("index_search") or {}).items())
+    r = st.get("index_recall")
+    if r:
+        measured = f"recall@{r['k']} {r['value']:.3f} (target {r['target']:.2f}, {r['queries']} own vectors as queries)"
+    else:
+        measured = "recall not measured (built before vtr measured it; rebuild to measure)"
+    return f"{st['index_factory']}" + (f", {params}" if params else "") + f"; {measured}"
