@@ -152,3 +152,26 @@ def test_the_temperature_has_its_own_learning_rate(train_dir, tmp_path):
     (group,) = [g for g in opt.param_groups if any(p is model.logit_scale for p in g["params"])]
     assert group["peak_lr"] == 0.05 and len(group["params"]) == 1 and group["weight_decay"] == 0.0
     assert all(g["peak_lr"] == 2e-3 for g in opt.param_groups if g is not group)
+
+
+def test_head_stage_trains_only_the_head_on_mined_negatives(train_dir, tmp_path):
+    from retrieval import create_model
+    from retrieval.training.head import HeadTrainCfg, train_head
+
+    stage1 = tmp_path / "s1.safetensors"
+    train(_cfg(train_dir, stage1, steps=2, vtm_weight=0.0), progress=False)
+    out = tmp_path / "head.safetensors"
+    cfg = HeadTrainCfg(checkpoint=str(stage1), data=str(train_dir), output=str(out), steps=4, batch_size=8,
+                       neighbours=4, warmup_steps=1, log_every=1, save_dtype="float32")  # fmt: skip
+    assert train_head(cfg, progress=False) == out
+    before, after = _weights(stage1), _weights(out)
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k].float(), after[k].float())}
+    assert changed and all(k.startswith("match_head.") for k in changed)  # towers frozen, head trained
+    model = create_model(None, pretrained=out)
+    assert model.match_head_trained
+    log = [json.loads(x) for x in out.with_name(out.stem + ".log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and {"loss", "balanced_acc", "pos_above_hard_video"} <= set(log[-1])
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["head_train_config"])["steps"] == 4 and "train_config" in meta

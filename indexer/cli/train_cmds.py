@@ -119,3 +119,20 @@ def fit_ranking_cmd(data_dir: Path, checkpoint: Path, rerank_k: int, threads) ->
     r1 = params.fitted_on["r1_by_match_weight"]
     click.echo(f"match_weight {params.match_weight} (mean R@1 {r1[str(params.match_weight)]} vs head alone "
                f"{r1[str(max(map(float, r1)))]} and ITC alone {r1['0.0']}); written to {checkpoint}")  # fmt: skip
+
+
+@main.command("train-head")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Head training config JSON (see retrieval/train_configs/*-head.json).")  # fmt: skip
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the config's step count.")
+def train_head_cmd(config_path: Path, steps) -> None:
+    """Stage 2: train the matching head on frozen towers with hard negatives mined from the whole split."""
+    import logging
+
+    from retrieval.training.head import HeadTrainCfg, train_head
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = HeadTrainCfg.from_json(config_path)
+    if steps is not None:
+        cfg.steps = steps
+    click.echo(f"wrote {train_head(cfg)}")

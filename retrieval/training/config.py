@@ -34,6 +34,7 @@ class TrainCfg:
     vtm_weight: float = 1.0  # 0 disables the matching head's loss
     mask_ratio: float = 0.0  # ViCLIP-style random dropping of video patch tokens
     rephrase: bool = False  # draw a fresh caption phrasing for each clip at each step (generated data)
+    easy_negatives: bool = False  # VTM: also one uniformly drawn negative per text and per video (bootstraps the head)
     twin_negatives: bool = True  # VTM: a clip's generated twin (other meaning) is an explicit negative
     shuffled_negatives: int = 0  # frame-shuffled copies of time-dependent clips per batch, negatives for VTC and VTM
     seed: int = 0

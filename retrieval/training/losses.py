@@ -71,6 +71,7 @@ def vtm_loss(
     explicit: tuple[Tensor, Tensor] | None = None,
     extra_video_tokens: Tensor | None = None,
     extra_text_idx: Tensor | None = None,
+    easy_negatives: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Binary match loss over B positive pairs, B (text, hard video) and B (hard text, video) pairs.
 
@@ -78,7 +79,10 @@ def vtm_loss(
     negatives are sampled from its softmax). ``explicit`` adds known negative (text, video) index
     pairs (generated twins); ``extra_video_tokens`` are token sets of videos that match no text
     (frame-shuffled copies), each paired with the text at ``extra_text_idx`` as a negative.
-    Returns (loss, accuracy of the head).
+    ``easy_negatives`` adds one uniformly drawn negative video per text and text per video: a head
+    trained from scratch on hard negatives alone sees positives and negatives that look alike to
+    its untrained features, and settles on predicting the class prior; the easy pairs give it a
+    gradient to start from. Returns (loss, accuracy of the head).
     """
     B = logits.shape[0]
     dev = logits.device
@@ -87,6 +91,13 @@ def vtm_loss(
     neg_text = sample_hard_negatives(logits.t(), pos.t(), generator)  # for each video
     tv, vt = neg_video >= 0, neg_text >= 0
     t_parts, v_parts = [idx, idx[tv], neg_text[vt]], [idx, neg_video[tv], idx[vt]]
+    if easy_negatives:
+        flat = torch.zeros_like(logits)
+        easy_video = sample_hard_negatives(flat, pos, generator)
+        easy_text = sample_hard_negatives(flat.t(), pos.t(), generator)
+        ev, et = easy_video >= 0, easy_text >= 0
+        t_parts += [idx[ev], easy_text[et]]
+        v_parts += [easy_video[ev], idx[et]]
     if explicit is not None and len(explicit[0]):
         t_parts.append(explicit[0].to(dev))
         v_parts.append(explicit[1].to(dev))

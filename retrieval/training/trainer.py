@@ -124,6 +124,7 @@ def _batch_loss(model, batch, tokenizer, cfg: TrainCfg, step: int, device):
             explicit=explicit,
             extra_video_tokens=v_tok_all[B:],
             extra_text_idx=None if shuffled is None else torch.from_numpy(shuffled[0]),
+            easy_negatives=cfg.easy_negatives,
         )
         loss = loss + cfg.vtm_weight * vtm
         stats.update(vtm=vtm.item(), itm_acc=acc.item())
