@@ -6,8 +6,9 @@ How a text query is answered (InternVideo2-s2's procedure, applied to an index):
 2. FAISS returns the top candidates by embedding similarity (ITC, cosine), filtered by library,
    path prefix and video duration when asked;
 3. the top ``rerank_k`` candidates are re-scored by the matching head (text tokens cross-attending to
-   each clip's stored token set) and sorted by its "match" logit; candidates past ``rerank_k``
-   follow in ITC order;
+   each clip's stored token set) and sorted by the model's head score (the fitted fusion of cosine
+   and head margin its checkpoint ships, else the "match" logit; :mod:`retrieval.ranking`);
+   candidates past ``rerank_k`` follow in ITC order;
 4. the requested page (``offset``, ``k``) is cut from that ranking, optionally one entry per video
    (``group_by_video``: the best moment, with the video's other matching moments).
 
@@ -217,8 +218,9 @@ class SearchEngine(AdminWrites):
         r = self.rerank_k if use_rerank else 0
         cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
         logits = rescore.clips_for_text(self.encoder, self._tokens, enc, cands[:r]) if r else {}
-        ordered = ranking.order(cands, lambda c: c.id, logits, r)
-        results = views.page_clips(ordered, offset, k, group_by_video)
+        ranker = ranking.for_model(self.bundle[0])
+        ordered = ranker.order(cands, lambda c: c.id, logits, r)
+        results = views.page_clips(ordered, offset, k, group_by_video, ranker)
         return views.envelope(query, "clips", t0, offset, k, len(logits), results)
 
     def search(self, query: str, **options) -> dict:
@@ -266,8 +268,8 @@ class SearchEngine(AdminWrites):
             r = self.rerank_k if use_rerank and enc.tokens is not None else 0
             cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
             scores = rescore.clips_for_video(self._tokens, enc, cands[:r]) if r else {}
-            ordered = ranking.order(cands, lambda c: c.id, scores, r)
-            results, reranked = views.page_clips(ordered, offset, k, group_by_video), len(scores)
+            ordered = ranking.PLAIN.order(cands, lambda c: c.id, scores, r)
+            results, reranked = views.page_clips(ordered, offset, k, group_by_video, ranking.PLAIN), len(scores)
         return views.envelope(query, target, t0, offset, k, reranked, results)
 
     def _texts_for_video(self, enc: EncodedVideo, k: int, offset: int, use_rerank: bool) -> tuple[list[dict], int]:
@@ -278,8 +280,9 @@ class SearchEngine(AdminWrites):
         r = self.rerank_k if use_rerank and enc.tokens is not None else 0
         cands = candidates.text_candidates(catalog, index, enc.vector, max(offset + k, r))
         logits = rescore.texts_for_video(self.encoder, enc, cands[:r]) if r else {}
-        ordered = ranking.order(cands, lambda t: t.id, logits, r)
-        return views.page_texts(ordered, offset, k), len(logits)
+        ranker = ranking.for_model(self.bundle[0])
+        ordered = ranker.order(cands, lambda t: t.id, logits, r)
+        return views.page_texts(ordered, offset, k, ranker), len(logits)
 
     def search_embedding(self, vector: Sequence[float], *, target: str = "clips", k: int = 20) -> dict:
         """Nearest clips or captions to a vector in the model's space (no re-ranking: there are no tokens)."""
@@ -296,7 +299,8 @@ class SearchEngine(AdminWrites):
         v = v / np.linalg.norm(v)
         if target == "clips":
             cands = self._clip_candidates(v, k, None, False)
-            results = views.page_clips([(c, s, None) for c, s in cands], 0, k, False)
+            ranker = ranking.for_model(self.bundle[0])
+            results = views.page_clips([(c, s, None) for c, s in cands], 0, k, False, ranker)
         else:
             results, _ = self._texts_for_video(EncodedVideo(v, None), k, 0, False)
         return views.envelope({"vector": len(v)}, target, t0, 0, k, 0, results)
@@ -320,6 +324,7 @@ class SearchEngine(AdminWrites):
             "rerank_k": self.rerank_k,
             "rerank_available": self.can_rerank,  # the model has a matching head and rerank_k > 0
             "rerank_default": self._use_rerank(None),  # ... and its head is trained
+            "ranking": ranking.for_model(self.bundle[0]).describe(),
             "text_encoder": {"queries": self.text_batcher.items, "batches": self.text_batcher.batches},
             "clip_index": views.index_facts(clip_index),
             "text_index": views.index_facts(text_index),

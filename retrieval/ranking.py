@@ -1,13 +1,23 @@
 """How candidates become the final order, and the score fields every hit carries.
 
 Why a pure module (numpy only: no Flask, SQLAlchemy, faiss or torch): the ranking rule is the part
-of search most likely to change (score fusion, QB-Norm, dual softmax at query time), and it should
-change in one place, testable without a model or an index.
+of search most likely to change, and it should change in one place, testable without a model or
+an index.
 
-The rule today is InternVideo2-s2's: candidates arrive in ITC (cosine) order; the top ``rerank_k``
-that have a re-rank score are sorted by their match logit (index 1 of a ``[2]`` logit pair; ties
-keep ITC order), and every other candidate follows in ITC order. A hit's ``score`` is the match
-logit when it was re-ranked, else its ITC similarity; both are reported.
+Candidates arrive in ITC (cosine) order; the top ``rerank_k`` that have a re-rank score (a ``[2]``
+logit pair from the matching head) are sorted by their *head score*, and every other candidate
+follows in ITC order. The head score is
+
+* the fitted fusion ``logit_scale * cosine + match_weight * (logit[1] - logit[0])`` when the
+  model's checkpoint ships :class:`~retrieval.calibration.RankingParams` (fitted on held-out data by
+  ``vtr fit-ranking``; the same rule ``vtr eval`` reports as ``fused``);
+* else InternVideo2-s2's rule, the match logit ``logit[1]`` alone.
+
+Every hit carries ``score`` (what it was ranked by), the raw ``itc_score`` and ``match_score``, and
+``match_probability``: the calibrated probability that the hit is right for the query, from the
+fused score when re-ranked and from the cosine otherwise, so re-ranked and plain hits (and the
+moments grouped under one video) share one readable scale. Without fitted parameters it is the
+head's own softmax for re-ranked hits and null otherwise.
 """
 
 from __future__ import annotations
@@ -17,31 +27,77 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.calibration import RankingParams
+
 Candidate = tuple[Any, float]  # (record, ITC similarity), in ITC order
 Ranked = tuple[Any, float, "np.ndarray | None"]  # (record, ITC similarity, [2] logits or None)
 
 
-def order(
-    cands: Sequence[Candidate], key: Callable[[Any], int], logits: dict[int, np.ndarray], rerank_k: int
-) -> list[Ranked]:
-    """Re-ranked head (by match logit, ties by ITC order) followed by the rest in ITC order."""
-    head = [(c, s, logits[key(c)]) for c, s in cands[:rerank_k] if key(c) in logits]
-    head.sort(key=lambda t: -float(t[2][1]))  # stable: equal logits keep ITC order
-    scored = {key(c) for c, _, _ in head}
-    tail = [(c, s, None) for c, s in cands if key(c) not in scored]
-    return head + tail
+class Ranker:
+    """The ranking rule and score fields for one model (``params``: its fitted fusion, or None).
+
+    ``text_video=False`` is for video->video searches, whose re-rank pairs are token-set
+    similarities rather than head logits: they sort by that similarity and carry no probability.
+    """
+
+    def __init__(self, params: RankingParams | None = None, text_video: bool = True):
+        self.params = params if text_video else None
+        self.text_video = text_video
+
+    def head_score(self, itc: float, logits: np.ndarray) -> float:
+        if self.params is None:
+            return float(logits[1])
+        return float(self.params.fused(itc, float(logits[1]) - float(logits[0])))
+
+    def order(
+        self, cands: Sequence[Candidate], key: Callable[[Any], int], logits: dict[int, np.ndarray], rerank_k: int
+    ) -> list[Ranked]:
+        """Re-ranked head (by head score, ties by ITC order) followed by the rest in ITC order."""
+        head = [(c, s, logits[key(c)]) for c, s in cands[:rerank_k] if key(c) in logits]
+        head.sort(key=lambda t: -self.head_score(t[1], t[2]))  # stable: equal scores keep ITC order
+        scored = {key(c) for c, _, _ in head}
+        tail = [(c, s, None) for c, s in cands if key(c) not in scored]
+        return head + tail
+
+    def probability(self, itc: float, logits: np.ndarray | None) -> float | None:
+        if not self.text_video:
+            return None
+        if self.params is not None:
+            margin = None if logits is None else float(logits[1]) - float(logits[0])
+            return round(float(self.params.probability(itc, margin)), 4)
+        if logits is None:
+            return None
+        return round(float(1.0 / (1.0 + np.exp(float(logits[0]) - float(logits[1])))), 4)  # the head's softmax
+
+    def score_fields(self, itc: float, logits: np.ndarray | None, rank: int) -> dict:
+        """The score fields every hit carries."""
+        match = None if logits is None else float(logits[1])
+        return {
+            "score": float(itc) if logits is None else self.head_score(itc, logits),
+            "itc_score": float(itc),
+            "match_score": match,
+            "match_probability": self.probability(itc, logits),
+            "reranked": logits is not None,
+            "rank": rank,
+        }
+
+    def describe(self) -> dict:
+        """What ``stats`` reports: which rule ranks re-ranked hits, and its fitted weight."""
+        if not self.text_video:
+            return {"rule": "token_similarity"}
+        if self.params is None:
+            return {"rule": "match_logit", "calibrated": False}
+        return {"rule": "fused", "match_weight": self.params.match_weight, "calibrated": True}
 
 
-def score_fields(itc: float, logits: np.ndarray | None, rank: int) -> dict:
-    """The score fields every hit carries: ranked by the match logit when re-ranked, else by ITC."""
-    match = None if logits is None else float(logits[1])
-    return {
-        "score": float(itc) if match is None else match,
-        "itc_score": float(itc),
-        "match_score": match,
-        "reranked": logits is not None,
-        "rank": rank,
-    }
+def for_model(model) -> Ranker:
+    """The ranking rule of a loaded model: its fitted fusion when its checkpoint ships one, else s2's."""
+    params = getattr(model, "ranking", None)
+    return S2 if params is None else Ranker(params)
+
+
+S2 = Ranker()  # the rule for a model without fitted parameters
+PLAIN = Ranker(text_video=False)  # video->video
 
 
 def as_logits(ids: Sequence[int], similarities: np.ndarray) -> dict[int, np.ndarray]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from retrieval.query import MAX_MOMENTS
-from retrieval.ranking import Ranked, score_fields
+from retrieval.ranking import S2, Ranked, Ranker
 
 
 def clip_view(rec) -> dict:
@@ -64,7 +64,7 @@ def index_facts(index) -> dict | None:
     }
 
 
-def clip_hit(rec, itc: float, logits, rank: int) -> dict:
+def clip_hit(rec, itc: float, logits, rank: int, ranker: Ranker = S2) -> dict:
     """One ranked clip as a search hit."""
     return {
         "clip_id": int(rec.id),
@@ -72,18 +72,18 @@ def clip_hit(rec, itc: float, logits, rank: int) -> dict:
         "video_path": rec.path,
         "start": round(float(rec.start), 3),
         "end": round(float(rec.end), 3),
-        **score_fields(itc, logits, rank),
+        **ranker.score_fields(itc, logits, rank),
     }
 
 
-def text_hit(rec, itc: float, logits, rank: int) -> dict:
+def text_hit(rec, itc: float, logits, rank: int, ranker: Ranker = S2) -> dict:
     """One ranked caption as a search hit."""
-    return {"text_id": int(rec.id), "text": rec.text, "source": rec.source, **score_fields(itc, logits, rank)}
+    return {"text_id": int(rec.id), "text": rec.text, "source": rec.source, **ranker.score_fields(itc, logits, rank)}
 
 
-def page_clips(ordered: Sequence[Ranked], offset: int, k: int, group: bool) -> list[dict]:
+def page_clips(ordered: Sequence[Ranked], offset: int, k: int, group: bool, ranker: Ranker = S2) -> list[dict]:
     """The requested page of clip hits; with ``group``, one entry per video (its best moment plus others)."""
-    hits = [clip_hit(rec, itc, lg, i + 1) for i, (rec, itc, lg) in enumerate(ordered)]
+    hits = [clip_hit(rec, itc, lg, i + 1, ranker) for i, (rec, itc, lg) in enumerate(ordered)]
     if not group:
         return hits[offset : offset + k]
     groups: OrderedDict[int, dict] = OrderedDict()
@@ -96,9 +96,10 @@ def page_clips(ordered: Sequence[Ranked], offset: int, k: int, group: bool) -> l
     return list(groups.values())[offset : offset + k]
 
 
-def page_texts(ordered: Sequence[Ranked], offset: int, k: int) -> list[dict]:
+def page_texts(ordered: Sequence[Ranked], offset: int, k: int, ranker: Ranker = S2) -> list[dict]:
     """The requested page of caption hits."""
-    return [text_hit(t, itc, lg, i) for i, (t, itc, lg) in enumerate(ordered[offset : offset + k], start=offset + 1)]
+    page = enumerate(ordered[offset : offset + k], start=offset + 1)
+    return [text_hit(t, itc, lg, i, ranker) for i, (t, itc, lg) in page]
 
 
 def envelope(query: Any, target: str, t0: float, offset: int, k: int, reranked: int, results: list[dict]) -> dict:

@@ -122,6 +122,7 @@ _SCHEMAS = {
             "score",
             "itc_score",
             "match_score",
+            "match_probability",
             "thumbnail_url",
             "video_url",
         ],
@@ -133,10 +134,20 @@ _SCHEMAS = {
             "end": {"type": "number"},
             "score": {
                 "type": "number",
-                "description": "What the result was ranked by: match_score for the first `reranked` results, itc_score after them.",
+                "description": "What the result was ranked by: for the first `reranked` results the model's head "
+                "score (the fitted fusion of itc_score and the head's margin, or match_score alone for a model without "
+                "one), itc_score after them.",
             },
             "itc_score": {"type": "number", "description": "Cosine similarity of the embeddings."},
             "match_score": {"type": ["number", "null"], "description": "Matching-head logit; null when not re-ranked."},
+            "match_probability": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "maximum": 1,
+                "description": "Calibrated probability that this result is right for the query (fitted on held-out "
+                "data); one scale for re-ranked and plain hits. Null for video->video results and for a model "
+                "without a calibration and no head score.",
+            },
             "reranked": {"type": "boolean"},
             "rank": {"type": "integer", "description": "1-based position in the full ranking."},
             "thumbnail_url": {"type": "string"},
@@ -150,7 +161,7 @@ _SCHEMAS = {
     },
     "TextHit": {
         "type": "object",
-        "required": ["text_id", "text", "score", "itc_score", "match_score"],
+        "required": ["text_id", "text", "score", "itc_score", "match_score", "match_probability"],
         "properties": {
             "text_id": {"type": "integer"},
             "text": {"type": "string"},
@@ -158,6 +169,7 @@ _SCHEMAS = {
             "score": {"type": "number"},
             "itc_score": {"type": "number"},
             "match_score": {"type": ["number", "null"]},
+            "match_probability": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
             "reranked": {"type": "boolean"},
             "rank": {"type": "integer"},
         },
