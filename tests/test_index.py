@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 
 from retrieval.errors import IndexMismatch, InvalidInput, StoreError
-from retrieval.index import VectorIndex, choose_factory, gpu_available, ivf_nlist, read_sidecar, sidecar_path
+from retrieval.index import (
+    MIN_NPROBE,
+    VectorIndex,
+    choose_factory,
+    gpu_available,
+    ivf_nlist,
+    read_sidecar,
+    sidecar_path,
+)
 
-ANN_TYPES = ["HNSW32", "IVF64,SQ8", "IVF64,Flat", "IVF64,PQ16x4,Refine(Flat)", "IVF64,PQ8x4fs,RFlat"]
+ANN_TYPES = ["HNSW32", "IVF64,SQ8", "IVF64,SQfp16", "IVF64,Flat", "IVF64,PQ16x4,Refine(Flat)", "IVF64,PQ8x4fs,RFlat"]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -166,12 +174,12 @@ def test_save_is_atomic(data, tmp_path, monkeypatch):
 def test_choose_factory_measured_rule():
     assert choose_factory(10, 512) == "Flat"
     assert choose_factory(8192, 128) == "Flat" and choose_factory(2048, 512) == "Flat"  # n * dim <= 2**20
-    assert choose_factory(8193, 128) == "IVF256,SQ8"
-    assert choose_factory(2049, 512) == "IVF128,SQ8"
-    assert choose_factory(1_000_000, 512) == "IVF2048,SQ8"
-    assert choose_factory(10_000_000, 512) == "IVF8192,SQ8"
+    assert choose_factory(8193, 128) == "IVF256,SQfp16"
+    assert choose_factory(2049, 512) == "IVF128,SQfp16"
+    assert choose_factory(1_000_000, 512) == "IVF2048,SQfp16"
+    assert choose_factory(10_000_000, 512) == "IVF8192,SQfp16"
     assert choose_factory(100_000, 512, flat_max=100_000) == "Flat"  # the setting overrides the rule
-    assert choose_factory(100_001, 512, flat_max=100_000) == "IVF512,SQ8"
+    assert choose_factory(100_001, 512, flat_max=100_000) == "IVF512,SQfp16"
     VectorIndex.create(512, "m", choose_factory(10_000_000, 512))  # a valid factory string
     assert ivf_nlist(1) == 16 and ivf_nlist(10**12) == 65536
 
@@ -186,14 +194,22 @@ def test_build_tunes_to_the_target_recall_and_measures_it_truly(data, factory):
     name = {"nprobe": "nprobe", "efSearch": "ef_search"}[r["param"]]
     assert getattr(index, name) == r["param_value"]
     # the recorded recall is what a fresh exact search says about the same sample, at that setting
-    sample = np.sort(np.random.default_rng(3).choice(len(x), 1000, replace=False))
-    _, got = index.search(x[sample], 20)
-    _, ref = _brute(x, ids, x[sample], 20)
-    assert abs(_recall(got, ref) - r["value"]) < 1e-3
-    if r["param"] == "nprobe" and r["param_value"] > 1:  # the smallest setting that reaches the target
-        setattr(index, name, max(1, r["param_value"] // 2))
-        _, got = index.search(x[sample], 20)
-        assert _recall(got, ref) < 0.95
+    # the recorded recall is what an independent exact search says about the same queries
+    q, truth = index.probe_queries(x, ids, k=20, queries=1000, seed=3)
+    assert q.shape == (1000, x.shape[1]) and np.allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
+    assert not np.isin(q[:, 0], x[:, 0]).all()  # moved off the stored points
+    _, ref = _brute(x, ids, q, 20)
+    assert _recall(truth, ref) > 0.999
+
+    def measured():
+        return _recall(index.search(q, 20)[1], ref)
+
+    assert abs(measured() - r["value"]) < 2e-3
+    if r["param"] == "nprobe":  # served: the smallest setting that reaches the target, at least MIN_NPROBE
+        assert r["param_value"] == max(r["param_reached"], MIN_NPROBE)
+        if r["param_reached"] > 1:
+            setattr(index, name, max(1, r["param_reached"] // 2))
+            assert measured() < 0.95
 
 
 def test_a_harder_target_needs_a_larger_setting_and_is_deterministic(data):
@@ -211,9 +227,8 @@ def test_unreachable_target_keeps_the_best_setting_and_says_so(data):
     best = index.recall["value"]
     assert best < 0.999 and 1 <= index.recall["param_value"] <= 64
     index.nprobe = 64  # probing every list finds no more: the kept setting is the cheapest best one
-    sample = np.sort(np.random.default_rng(0).choice(len(x), 1000, replace=False))
-    _, got = index.search(x[sample], 20)
-    assert _recall(got, _brute(x, ids, x[sample], 20)[1]) <= best + 1e-9
+    again = index.tune(x, ids, target=0.999)
+    assert again["value"] == best and again["param_value"] == index.nprobe
 
 
 def test_recall_and_search_params_in_the_sidecar_and_old_sidecars_still_load(data, tmp_path):
