@@ -61,8 +61,9 @@ def train_cmd(config_path: Path, resume: bool, steps, output, data, device, stop
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Directory with captions.jsonl and the videos it names (e.g. from `vtr synth`).")  # fmt: skip
 @click.option("--checkpoint", required=True, help="Project .safetensors, or a model name to use its shipped weights.")
-@click.option("--rerank-k", type=click.IntRange(min=0), default=128, show_default=True,
-              help="Candidates the matching head re-ranks per query (0: no re-ranking).")  # fmt: skip
+@click.option("--rerank-k", type=click.IntRange(min=0), default=None,
+              help="Candidates the matching head re-ranks per query (0: no re-ranking); default: the search "
+                   "service's rerank_k setting, so the report is what the service ranks.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--limit", type=click.IntRange(min=2), default=None, help="Only the first N records.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
@@ -83,6 +84,10 @@ def eval_cmd(
         model, preprocess, tokenizer = create_model_and_transforms(checkpoint)
     else:
         model, preprocess, tokenizer = create_model_and_transforms(None, pretrained=checkpoint)
+    if rerank_k is None:
+        from retrieval.settings import resolve
+
+        rerank_k = int(resolve("rerank_k"))
     report = evaluate(model, preprocess, tokenizer, data_dir, rerank_k=rerank_k, batch_size=batch_size,
                       limit=limit, progress=not as_json)  # fmt: skip
     if output is None and not as_json and report.get("ranking"):
@@ -100,7 +105,8 @@ def eval_cmd(
               help="A held-out captioned split (e.g. `vtr synth --split val`), never the test split.")  # fmt: skip
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Project .safetensors to fit; the result is stored in its metadata.")  # fmt: skip
-@click.option("--rerank-k", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--rerank-k", type=click.IntRange(min=1), default=None,
+              help="Candidates per query to fit on; default: the search service's rerank_k setting.")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 def fit_ranking_cmd(data_dir: Path, checkpoint: Path, rerank_k: int, threads) -> None:
     """Fit the default ranking (ITC + head fusion) and match-probability calibration into a checkpoint."""
@@ -112,6 +118,10 @@ def fit_ranking_cmd(data_dir: Path, checkpoint: Path, rerank_k: int, threads) ->
 
     if threads:
         torch.set_num_threads(threads)
+    if rerank_k is None:
+        from retrieval.settings import resolve
+
+        rerank_k = int(resolve("rerank_k"))
     model, preprocess, tokenizer = create_model_and_transforms(None, pretrained=checkpoint)
     split = score_split(model, preprocess, tokenizer, data_dir, rerank_k=rerank_k, progress=True)
     params = fit_split_ranking(model, split)
