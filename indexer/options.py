@@ -38,6 +38,7 @@ class IndexOptions:
     thumbnail_size: int | None = None
     save_interval: float | None = None
     prune: bool = False
+    within: list[str] | None = None  # only index files whose real path is inside these folders (admin jobs)
     device: str | None = None
     progress: bool = True
 
@@ -83,6 +84,7 @@ class IndexReport:
     pruned: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # gone from disk, kept because --prune was not given
     requeued: list[str] = field(default_factory=list)  # re-indexed because their stored vectors were lost
+    skipped: list[dict] = field(default_factory=list)  # {path, reason}: links leaving --within, not followed
     clips: int = 0
     seconds: float = 0.0
     model: str = ""
@@ -105,6 +107,7 @@ class IndexReport:
             "warnings": self.warnings,
             "pruned": len(self.pruned),
             "missing": self.missing,
+            "skipped": self.skipped,
             "clips": self.clips,
             "seconds": round(self.seconds, 3),
             "clips_per_second": round(self.clips_per_second, 2),

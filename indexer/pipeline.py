@@ -335,16 +335,18 @@ def run_index(opts: IndexOptions) -> IndexReport:
             rec = sink.reconcile()
             report.requeued = rec.videos_requeued
 
-            found = scan(opts.paths, exclude=[home.root])
+            found = scan(opts.paths, exclude=[home.root], confine=opts.within)
             for path, reason in found.errors:
                 report.failed.append({"path": path, "reason": reason})
+            report.skipped = [{"path": path, "reason": reason} for path, reason in found.skipped]
             todo, report.unchanged = plan_work(catalog, found.files, model.name, opts.clip_seconds, opts.stride)
 
-            seen = {f.path for f in found.files} | {p for p, _ in found.errors}
+            seen = {f.path for f in found.files} | {p for p, _ in found.errors} | {p for p, _ in found.skipped}
+            kept_out = found.unreadable + [p for p, _ in found.skipped]  # not looked at: absence proves nothing
             gone = [
                 (vid, path)
                 for path, vid in ((s_path, s["id"]) for s_path, s in catalog.video_states().items())
-                if path not in seen and found.covers(path) and not under_roots(path, found.unreadable)
+                if path not in seen and found.covers(path) and not under_roots(path, kept_out)
             ]
             if opts.prune and gone:
                 sink.remove_videos([vid for vid, _ in gone])

@@ -3,12 +3,17 @@
 Symlinks are followed (libraries are often assembled from links), but every directory is entered
 at most once by its (device, inode), so a link pointing back up the tree cannot loop, and a file
 reachable through two links is indexed once, under the first path found. Paths that cannot be read
-are reported, not fatal. Hidden folders and files (``.name``, e.g. ``.Trash``, macOS ``._`` resource
+are reported, not fatal; a link that loops (``a -> b -> a``) is reported as a loop.
+
+``confine`` (the admin API's ``VTR_INDEX_ROOTS``, passed as ``vtr index --within``) checks the *real*
+path of every folder the walk enters and every file it yields: a link that leads outside those
+folders is not followed and is reported in ``ScanResult.skipped`` with the reason. Hidden folders and files (``.name``, e.g. ``.Trash``, macOS ``._`` resource
 forks) are skipped, and so is the data home if it lies inside a root.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -42,6 +47,7 @@ class ScanResult:
     # folders whose contents could not be seen (unlistable, or a link to a folder that is not there, e.g.
     # an unmounted drive): their files are not found, but that does not mean they were deleted
     unreadable: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): links leaving ``confine``
 
     def covers(self, path: str) -> bool:
         """True when this scan looked at ``path``'s location, so its absence means it is gone."""
@@ -61,10 +67,16 @@ def scan(
     *,
     extensions: Iterable[str] = VIDEO_EXTENSIONS,
     exclude: Iterable[str | os.PathLike] = (),
+    confine: Iterable[str | os.PathLike] | None = None,
 ) -> ScanResult:
-    """Every video file under ``roots`` (folders or single files), sorted by path within each root."""
+    """Every video file under ``roots`` (folders or single files), sorted by path within each root.
+
+    With ``confine`` (folders), only files and folders whose real path lies inside one of them are
+    entered; links that lead elsewhere are listed in ``skipped``.
+    """
     exts = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
     excluded = {_real_key(p) for p in exclude if os.path.exists(p)}
+    inside = None if confine is None else _Confinement(confine)
     result = ScanResult()
     seen_files: set[tuple[int, int]] = set()
     for raw in roots:
@@ -72,7 +84,10 @@ def scan(
         try:
             st = os.stat(root)
         except OSError as exc:
-            result.errors.append((root, _reason(exc)))
+            result.errors.append((root, _reason(exc, os.path.islink(root))))
+            continue
+        if inside is not None and not inside(root):
+            result.skipped.append((root, OUTSIDE_ROOTS))
             continue
         if stat.S_ISREG(st.st_mode):
             # a single file: its library root is its folder, but only the file itself was scanned
@@ -86,7 +101,7 @@ def scan(
             result.errors.append((root, "not a file or folder"))
             continue
         result.roots.append(root)
-        found = list(_walk(root, exts, excluded, seen_files, result.errors, result.unreadable))
+        found = list(_walk(root, exts, excluded, seen_files, result, inside))
         found.sort(key=lambda f: f.path)
         result.files.extend(found)
     return result
@@ -97,8 +112,31 @@ def _real_key(path) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def _reason(exc: OSError) -> str:
+OUTSIDE_ROOTS = "symbolic link leads outside the index roots (VTR_INDEX_ROOTS); not followed"
+LINK_LOOP = "symbolic link loop (the link leads back to itself)"
+
+
+def _reason(exc: OSError, is_link: bool = False) -> str:
+    if exc.errno == errno.ELOOP:
+        return LINK_LOOP
+    if is_link and exc.errno == errno.ENOENT:
+        return "broken symbolic link"
     return exc.strerror or str(exc)
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class _Confinement:
+    """``inside(path)``: whether ``path``'s real path (every link resolved) lies in one of the folders."""
+
+    def __init__(self, folders: Iterable[str | os.PathLike]):
+        self.folders = [os.path.realpath(_abs(f)) for f in folders]
+
+    def __call__(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(_within(real, f) for f in self.folders)
 
 
 def _walk(
@@ -106,9 +144,10 @@ def _walk(
     exts: frozenset[str],
     excluded: set,
     seen_files: set,
-    errors: list[tuple[str, str]],
-    unreadable: list[str],
+    result: ScanResult,
+    inside: _Confinement | None,
 ) -> Iterator[FoundFile]:
+    errors, unreadable = result.errors, result.unreadable
     visited_dirs: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -116,10 +155,13 @@ def _walk(
         try:
             key = _real_key(folder)
         except OSError as exc:
-            errors.append((folder, _reason(exc)))
+            errors.append((folder, _reason(exc, os.path.islink(folder))))
             unreadable.append(folder)
             continue
         if key in visited_dirs or key in excluded:
+            continue
+        if inside is not None and not inside(folder):  # entered through a link: check where it really is
+            result.skipped.append((folder, OUTSIDE_ROOTS))
             continue
         visited_dirs.add(key)
         try:
@@ -134,9 +176,9 @@ def _walk(
                 continue
             try:
                 st = entry.stat(follow_symlinks=True)
-            except OSError as exc:  # dangling symlink, permission denied
-                if is_video_name(entry.name, exts):
-                    errors.append((entry.path, "broken symbolic link" if entry.is_symlink() else _reason(exc)))
+            except OSError as exc:  # dangling symlink, link loop, permission denied
+                if is_video_name(entry.name, exts) or exc.errno == errno.ELOOP:
+                    errors.append((entry.path, _reason(exc, entry.is_symlink())))
                 else:  # maybe a link to a folder on a drive that is not mounted now
                     unreadable.append(entry.path)
                 continue
@@ -150,6 +192,9 @@ def _walk(
                             "file name is not valid UTF-8; rename it",
                         )
                     )
+                    continue
+                if inside is not None and entry.is_symlink() and not inside(entry.path):
+                    result.skipped.append((entry.path, OUTSIDE_ROOTS))
                     continue
                 fkey = (st.st_dev, st.st_ino)
                 if fkey in seen_files:

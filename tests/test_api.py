@@ -368,3 +368,51 @@ def test_app_built_from_settings_uses_the_indexed_model(search_home, monkeypatch
     assert client.get("/api/v1/stats").get_json()["model"] == fixtures.MODEL
     lower = create_app({"home": str(search_home["home"].root), "rate_limit": 0})  # lower-case keys work too
     assert lower.config["HOME"] == str(search_home["home"].root) and lower.config["RATE_LIMIT"] == 0
+
+
+def test_symlink_escape_from_index_roots_is_neither_indexed_nor_served(admin, tmp_path):
+    """A link inside VTR_INDEX_ROOTS that points outside: the admin job skips it, and media is not served."""
+    from retrieval.catalog import Catalog
+    from tests.home import index_paths
+    from tests.videos import make_video
+
+    client, eng = admin
+    incoming, outside = tmp_path / "incoming", tmp_path / "outside"
+    make_video(incoming / "fresh.mp4", seconds=1.0, fps=10, color=(200, 20, 120))
+    make_video(outside / "secret.mp4", seconds=1.0, fps=10, color=(20, 200, 120))
+    make_video(outside / "deep" / "secret2.mp4", seconds=1.0, fps=10, color=(20, 20, 220))
+    (incoming / "escape").symlink_to(outside)
+    (incoming / "link.mp4").symlink_to(outside / "secret.mp4")
+    resp = client.post("/api/v1/index", json={"path": str(incoming)}, headers=auth())
+    assert resp.status_code == 202
+    assert client.application.extensions["vtr.index_queue"].wait(timeout=300)
+    job = client.get(resp.get_json()["status_url"], headers=auth()).get_json()
+    assert job["status"] == "done" and job["exit_code"] == 0, job
+    assert "skipped 2 link(s)" in job["output"] and "outside the index roots" in job["output"]
+    catalog = Catalog(eng.home.db_url())
+    try:
+        paths = set(catalog.video_states())
+    finally:
+        catalog.close()
+    assert str(incoming.resolve() / "fresh.mp4") in paths
+    leaked = [p for p in paths if p.startswith(str(incoming.resolve())) and not p.endswith("/fresh.mp4")]
+    assert not leaked and not [p for p in paths if p.startswith(str(outside))], paths
+
+    # the same link indexed by a local `vtr index` (no --within) is in the catalog, but not served
+    indexed = index_paths(eng.home, [incoming / "escape"])
+    (escaped_path,) = [p for p in indexed if p.endswith("secret.mp4")]
+    catalog = Catalog(eng.home.db_url())
+    try:
+        escaped = catalog.video_by_path(escaped_path).id
+        fresh = catalog.video_by_path(str(incoming.resolve() / "fresh.mp4")).id
+    finally:
+        catalog.close()
+    served = client.get(f"/media/videos/{fresh}")
+    assert served.status_code == 200
+    served.close()
+    denied = client.get(f"/media/videos/{escaped}")
+    assert denied.status_code == 404 and "outside the index roots" in denied.get_json()["error"]["message"]
+    # and a link swapped at serve time is judged by where it points now
+    (incoming / "fresh.mp4").rename(outside / "moved.mp4")
+    (incoming / "fresh.mp4").symlink_to(outside / "moved.mp4")
+    assert client.get(f"/media/videos/{fresh}").status_code == 404

@@ -16,7 +16,17 @@ from flask import Blueprint, current_app, jsonify, request
 from retrieval.errors import InvalidInput, NotFound
 from retrieval.query import MAX_K, MAX_OFFSET, check_target
 from webapp.errors import Forbidden
-from webapp.guards import json_body, limit_rate, parse_bool, parse_float, parse_int, parse_text, require_admin
+from webapp.guards import (
+    index_roots,
+    inside_index_roots,
+    json_body,
+    limit_rate,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_text,
+    require_admin,
+)
 from webapp.state import get_engine, get_index_queue
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -177,12 +187,11 @@ def queue_index():
     require_admin()
     body = json_body()
     path = parse_text("path", body.get("path"), required=True, max_chars=4096)
-    roots = [r for r in (current_app.config.get("INDEX_ROOTS") or "").split(os.pathsep) if r.strip()]
+    roots = index_roots()
     if not roots:
         raise Forbidden("no index roots are configured; set VTR_INDEX_ROOTS on the server")
     real = os.path.realpath(path)
-    allowed = [os.path.realpath(r) for r in roots]
-    if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in allowed):
+    if not inside_index_roots(real, roots):
         raise Forbidden("path is not under a configured index root")
     if not os.path.exists(real):
         raise NotFound("path does not exist")

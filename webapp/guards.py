@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import os
 
 from flask import current_app, request
 
@@ -51,6 +52,18 @@ def require_admin() -> None:
             "admin route: wrong bearer token",
             headers={"WWW-Authenticate": 'Bearer realm="vtr-admin", error="invalid_token"'},
         )
+
+
+def index_roots() -> list[str]:
+    """The real paths of ``VTR_INDEX_ROOTS`` (empty when unset)."""
+    raw = current_app.config.get("INDEX_ROOTS") or ""
+    return [os.path.realpath(r) for r in raw.split(os.pathsep) if r.strip()]
+
+
+def inside_index_roots(path: str | os.PathLike, roots: list[str]) -> bool:
+    """Whether ``path``'s real path (every link resolved, now) lies inside one of ``roots``."""
+    real = os.path.realpath(path)
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
 # -- parsing

@@ -39,11 +39,20 @@ def vtr_command() -> list[str]:
 class IndexQueue:
     """FIFO of paths to index into one home, worked by one thread that exists only while there is work."""
 
-    def __init__(self, home: str, db: str | None = None, model: str | None = None, checkpoint: str | None = None):
+    def __init__(
+        self,
+        home: str,
+        db: str | None = None,
+        model: str | None = None,
+        checkpoint: str | None = None,
+        within: list[str] | None = None,
+    ):
         self.args = ["--home", str(home)]
         for flag, value in (("--db", db), ("--model", model), ("--checkpoint", checkpoint)):
             if value:
                 self.args += [flag, str(value)]
+        for root in within or ():  # the scan checks every folder and file it enters against the roots
+            self.args += ["--within", str(root)]
         self._jobs: collections.OrderedDict[int, dict] = collections.OrderedDict()
         self._todo: collections.deque[int] = collections.deque()
         self._ids = itertools.count(1)

@@ -13,6 +13,7 @@ import re
 from flask import Blueprint, request, send_file
 
 from retrieval.errors import NotFound
+from webapp.guards import index_roots, inside_index_roots
 from webapp.state import get_engine
 
 bp = Blueprint("media", __name__, url_prefix="/media")
@@ -96,4 +97,7 @@ def thumbnail(clip_id: int):
 @bp.get("/videos/<int:video_id>")
 def video(video_id: int):
     path = get_engine().video_file(video_id)
+    roots = index_roots()
+    if roots and not inside_index_roots(path, roots):  # e.g. reached through a link that leaves the roots
+        raise NotFound(f"the file of video {video_id} is not served: it is outside the index roots")
     return _send(path, _video_type(path), f"file of video {video_id}")

@@ -52,11 +52,16 @@ def get_index_queue():
         with _lock:
             queue = app.extensions.get(_QUEUE)
             if queue is None:
+                from webapp.guards import index_roots
                 from webapp.jobs import IndexQueue
 
                 # index with exactly the model and into the home the engine searches
                 queue = IndexQueue(
-                    str(engine.home.root), db=engine.db_url, model=engine.model_name, checkpoint=engine.checkpoint
+                    str(engine.home.root),
+                    db=engine.db_url,
+                    model=engine.model_name,
+                    checkpoint=engine.checkpoint,
+                    within=index_roots(),
                 )
                 app.extensions[_QUEUE] = queue
     return queue

@@ -68,11 +68,17 @@ def setting_options(f):
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @setting_options
 @click.option("--prune", is_flag=True, help="Remove files from the index that no longer exist under the given folders.")
+@click.option(
+    "--within",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Index only files whose real path (links resolved) is inside DIR (repeatable); links leading out are skipped.",
+)
 @click.option("--device", default=None, help="Model device: cpu, cuda, cuda:1 ... (default: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--verbose", "-v", is_flag=True, help="Log what the indexer does.")
-def index_cmd(paths, prune, device, as_json, quiet, verbose, **settings) -> None:
+def index_cmd(paths, prune, within, device, as_json, quiet, verbose, **settings) -> None:
     """Index the videos in PATHS (folders, searched recursively, or files) into the data home.
 
     Unchanged files are skipped, changed ones indexed again. Exit code 0: every file is indexed or
@@ -82,7 +88,14 @@ def index_cmd(paths, prune, device, as_json, quiet, verbose, **settings) -> None
 
     _quiet_logging(verbose)
     check_model_name(settings["model"], settings["checkpoint"])
-    opts = IndexOptions(paths=list(paths), prune=prune, device=device, progress=not quiet and not as_json, **settings)
+    opts = IndexOptions(
+        paths=list(paths),
+        prune=prune,
+        within=list(within) or None,
+        device=device,
+        progress=not quiet and not as_json,
+        **settings,
+    )
     try:
         report = run_index(opts)
     except KeyboardInterrupt:
@@ -113,6 +126,10 @@ def _print_report(report) -> None:
         click.echo(f"{len(report.missing)} indexed file(s) no longer exist (run with --prune to remove them):")
         for p in report.missing[:20]:
             click.echo(f"  {p}")
+    if report.skipped:
+        click.echo(f"skipped {len(report.skipped)} link(s) leading outside --within:")
+        for s in report.skipped[:20]:
+            click.echo(f"  {s['path']}: {s['reason']}")
     if report.failed:
         click.echo("failed:", err=True)
         for f in report.failed:
