@@ -65,9 +65,7 @@ def _args(source) -> dict:
 
     get = source.get
     min_d = parse_float("min_duration", get("min_duration"))
-    max_d = parse_float("max_duration", get("max_duration"))
-    if min_d is not None and max_d is not None and min_d > max_d:
-        raise InvalidInput("min_duration must not exceed max_duration")
+    max_d = parse_float("max_duration", get("max_duration"))  # min_d > max_d: an empty range, nothing matches
     library = get("library")
     if library is not None and not isinstance(library, (str, int)) or isinstance(library, bool):
         raise InvalidInput("library must be a library id or root path")
@@ -108,15 +106,21 @@ def search_video():
         upload = request.files.get("file")
         if upload is None:
             raise InvalidInput("upload the query clip in the multipart field 'file'")
-        params = {**request.args.to_dict(), **request.form.to_dict()}
-        if params.get("clip_id") not in (None, ""):
+        body = request.form.to_dict()
+        if body.get("clip_id") not in (None, "") or request.args.get("clip_id") not in (None, ""):
             raise InvalidInput("send either a file or a clip_id, not both")
     elif request.mimetype == "multipart/form-data":
         raise InvalidInput("multipart request without a 'file' field")
     else:
         upload = None
-        params = {**request.args.to_dict(), **(json_body() if request.get_data(cache=True) else {})}
-    target = check_target(params.get("target") or "clips")
+        body = json_body() if request.get_data(cache=True) else {}
+    query = request.args.to_dict()
+    for source in (query, body):  # each given value must be valid, even where the body's overrides it
+        if "target" in source:
+            check_target(source["target"])
+        _args(source)
+    params = {**query, **body}
+    target = check_target(params.get("target", "clips"))
     opts = _args(params)
     engine = get_engine()
     if upload is None:

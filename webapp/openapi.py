@@ -6,9 +6,9 @@ here and nothing else), so it documents intent, not whatever a generator guessed
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
-from retrieval.query import MAX_K, MAX_OFFSET
+from retrieval.query import MAX_K, MAX_OFFSET, TARGETS
 
 bp = Blueprint("openapi", __name__)
 
@@ -26,6 +26,7 @@ _ERROR_RESPONSES = {
     401: "Missing or wrong bearer token",
     403: "Admin API disabled, or path outside the allowed roots",
     404: "Not found",
+    405: "Method not allowed for this URL",
     413: "Upload larger than the limit",
     422: "Invalid parameter or undecodable video",
     429: "Rate limited; see Retry-After",
@@ -33,13 +34,30 @@ _ERROR_RESPONSES = {
 }
 
 
+# every /api/v1 route is rate limited, and anything may find the catalog unreachable
+_ALWAYS = (405, 429, 503)
+_MAX_ID = 2**63 - 1  # ids are 64-bit keys; a longer number matches no route
+_MAX_DURATION = 1e9  # seconds; what the server's duration filters accept
+_ID = {"type": "integer", "minimum": 0, "maximum": _MAX_ID}
+_NO_NUL = "^[^\\x00]*$"  # text parameters may not contain NUL characters
+_WORDS = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"  # ... and a required text must have a non-blank character
+
+
 def _errors(*statuses: int) -> dict:
-    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in sorted({*statuses, *_ALWAYS})}
 
 
 def _path_id(name: str) -> dict:
     """The integer id in a route's path, e.g. ``clip_id`` in ``/api/v1/clips/{clip_id}``."""
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {"name": name, "in": "path", "required": True, "schema": _ID}
+
+
+def _text(max_chars: int, *, required: bool = False) -> dict:
+    """A text field as the server's ``parse_text`` accepts it (surrounding whitespace is stripped)."""
+    schema = {"type": "string", "maxLength": max_chars, "pattern": _WORDS if required else _NO_NUL}
+    if required:
+        schema["minLength"] = 1
+    return schema
 
 
 def _json_body(required: list[str], properties: dict) -> dict:
@@ -70,25 +88,25 @@ _SEARCH_PARAMS = [
     {
         "name": "library",
         "in": "query",
-        "schema": {"type": "string"},
-        "description": "Only videos of this library (id or root path).",
+        "schema": _text(4096),
+        "description": "Only videos of this library (id or root path); an unknown library is a 404.",
     },
     {
         "name": "path_prefix",
         "in": "query",
-        "schema": {"type": "string"},
+        "schema": _text(4096),
         "description": "Only videos whose absolute path starts with this prefix.",
     },
     {
         "name": "min_duration",
         "in": "query",
-        "schema": {"type": "number", "minimum": 0},
-        "description": "Only videos at least this long (seconds).",
+        "schema": {"type": "number", "minimum": 0, "maximum": _MAX_DURATION},
+        "description": "Only videos at least this long (seconds). Above max_duration nothing matches.",
     },
     {
         "name": "max_duration",
         "in": "query",
-        "schema": {"type": "number", "minimum": 0},
+        "schema": {"type": "number", "minimum": 0, "maximum": _MAX_DURATION},
         "description": "Only videos at most this long (seconds).",
     },
     {
@@ -109,6 +127,22 @@ _SCHEMAS = {
                 "required": ["code", "message"],
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
             }
+        },
+    },
+    "Clip": {
+        "type": "object",
+        "required": ["clip_id", "video_id", "video_path", "start", "end", "thumbnail_url", "video_url"],
+        "properties": {
+            "clip_id": {"type": "integer"},
+            "video_id": {"type": "integer"},
+            "video_path": {"type": "string"},
+            "library": {"type": "string", "description": "Root folder of the video's library."},
+            "index": {"type": "integer", "description": "Position of the clip in its video, from 0."},
+            "start": {"type": "number", "description": "Seconds from the start of the video."},
+            "end": {"type": "number"},
+            "video_duration": {"type": ["number", "null"]},
+            "thumbnail_url": {"type": "string"},
+            "video_url": {"type": "string", "description": "Video URL with a #t=start,end media fragment."},
         },
     },
     "ClipHit": {
@@ -190,10 +224,21 @@ _SCHEMAS = {
 }
 
 
-def build_document() -> dict:
+def _body_fields() -> dict:
+    """Keys of ``POST /api/v1/search/video``'s JSON or form body that the schema types.
+
+    The search options (k, offset, rerank, filters, group_by_video) may also be sent as body keys, spelled
+    as their query parameters (the web UI sends form strings); they are described, not typed, here.
+    """
+    return {"target": {"type": "string", "enum": list(TARGETS), "default": "clips"}}
+
+
+def build_document(max_query_chars: int = 1000) -> dict:
+    """The document; ``max_query_chars`` is the server's VTR_MAX_QUERY_CHARS."""
     err = {f"E{s}": _json(_ref("Error"), d) for s, d in _ERROR_RESPONSES.items()}
     admin = [{"bearer": []}]
     obj = {"type": "object"}
+    fields = _body_fields()
     paths = {
         "/api/v1/search": {
             "get": {
@@ -205,23 +250,21 @@ def build_document() -> dict:
                         "name": "q",
                         "in": "query",
                         "required": True,
-                        "schema": {"type": "string"},
-                        "description": "The text query.",
+                        "schema": _text(max_query_chars, required=True),
+                        "description": "The text query (at least one non-blank character).",
                     },
                     *_SEARCH_PARAMS,
                 ],
-                "responses": {"200": _json(_ref("SearchResponse"), "Ranked clips"), **_errors(422, 429, 503)},
+                "responses": {"200": _json(_ref("SearchResponse"), "Ranked clips"), **_errors(404, 422)},
             }
         },
         "/api/v1/search/video": {
             "post": {
                 "summary": "Video to texts or clips (query by example)",
+                "description": "The search options may come as query parameters and as form fields or JSON keys "
+                "(spelled as the query parameters); each given value must be valid, and the body's wins.",
                 "parameters": [
-                    {
-                        "name": "target",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["clips", "texts"], "default": "clips"},
-                    },
+                    {"name": "target", "in": "query", "schema": fields["target"]},
                     *_SEARCH_PARAMS,
                 ],
                 "requestBody": {
@@ -231,28 +274,21 @@ def build_document() -> dict:
                             "schema": {
                                 "type": "object",
                                 "required": ["file"],
-                                "properties": {
-                                    "file": {"type": "string", "format": "binary"},
-                                    "target": {"type": "string"},
-                                },
+                                "properties": {"file": {"type": "string", "format": "binary"}, **fields},
                             }
                         },
                         "application/json": {
                             "schema": {
                                 "type": "object",
                                 "required": ["clip_id"],
-                                "properties": {
-                                    "clip_id": {"type": "integer"},
-                                    "target": {"type": "string"},
-                                    "k": {"type": "integer"},
-                                },
+                                "properties": {"clip_id": _ID, **fields},
                             }
                         },
                     },
                 },
                 "responses": {
                     "200": _json(_ref("SearchResponse"), "Ranked clips or texts"),
-                    **_errors(404, 413, 422, 429, 503),
+                    **_errors(404, 413, 422),
                 },
             }
         },
@@ -260,7 +296,7 @@ def build_document() -> dict:
             "get": {
                 "summary": "One clip",
                 "parameters": [_path_id("clip_id")],
-                "responses": {"200": _json(_ref("ClipHit"), "The clip"), **_errors(404)},
+                "responses": {"200": _json(_ref("Clip"), "The clip"), **_errors(404)},
             }
         },
         "/api/v1/videos/{video_id}": {
@@ -276,16 +312,27 @@ def build_document() -> dict:
                 "responses": {"200": _json(obj, "Removed"), **_errors(401, 403, 404)},
             },
         },
-        "/api/v1/stats": {"get": {"summary": "Counts and index facts", "responses": {"200": _json(obj, "Stats")}}},
+        "/api/v1/stats": {
+            "get": {"summary": "Counts and index facts", "responses": {"200": _json(obj, "Stats"), **_errors()}}
+        },
         "/api/v1/health": {
-            "get": {"summary": "Liveness and readiness", "responses": {"200": _json(obj, "Healthy"), **_errors(503)}}
+            "get": {"summary": "Liveness and readiness", "responses": {"200": _json(obj, "Healthy"), **_errors()}}
         },
         "/api/v1/texts": {
             "post": {
                 "summary": "Add captions to the text corpus (admin)",
                 "security": admin,
                 "requestBody": _json_body(
-                    ["texts"], {"texts": {"type": "array", "items": {"type": "string"}}, "source": {"type": "string"}}
+                    ["texts"],
+                    {
+                        "texts": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 10_000,
+                            "items": _text(max_query_chars, required=True),
+                        },
+                        "source": {**_text(200), "type": ["string", "null"]},
+                    },
                 ),
                 "responses": {"201": _json(obj, "Ids of the texts"), **_errors(401, 403, 422)},
             }
@@ -294,7 +341,7 @@ def build_document() -> dict:
             "post": {
                 "summary": "Queue a file or folder for indexing (admin; under VTR_INDEX_ROOTS only)",
                 "security": admin,
-                "requestBody": _json_body(["path"], {"path": {"type": "string"}}),
+                "requestBody": _json_body(["path"], {"path": _text(4096, required=True)}),
                 "responses": {"202": _json(obj, "Queued"), **_errors(401, 403, 404, 422)},
             }
         },
@@ -313,7 +360,9 @@ def build_document() -> dict:
                 "responses": {"200": _json(obj, "The job"), **_errors(401, 403, 404)},
             }
         },
-        "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json(obj, "OpenAPI")}}},
+        "/api/v1/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": _json(obj, "OpenAPI"), **_errors()}}
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -335,4 +384,4 @@ def build_document() -> dict:
 
 @bp.get("/api/v1/openapi.json")
 def openapi_json():
-    return jsonify(build_document())
+    return jsonify(build_document(current_app.config.get("MAX_QUERY_CHARS", 1000)))
