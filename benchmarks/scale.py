@@ -263,16 +263,16 @@ def run_one(kind: str, n: int, args) -> dict:
 
 def estimate_peak_gb(n: int, dim: int) -> dict:
     """Arithmetic for one build through ClipSink: source array, the exact index the sink fills while
-    writing, the vectors gathered from the token store for the rebuild, and the IVF-SQ8 result."""
+    writing, the vectors gathered from the token store for the rebuild, and the IVF-SQfp16 result."""
     from retrieval.index import ivf_nlist
 
     f32 = n * dim * 4
-    ivf = n * (dim + 8) + ivf_nlist(n) * dim * 4
+    ivf = n * (2 * dim + 8) + ivf_nlist(n) * dim * 4
     return {
         "source_gb": round(f32 / 1e9, 2),
         "flat_while_writing_gb": round(f32 / 1e9, 2),
         "gathered_for_rebuild_gb": round(f32 / 1e9, 2),
-        "ivf_sq8_index_gb": round(ivf / 1e9, 2),
+        "ivf_sqfp16_index_gb": round(ivf / 1e9, 2),
         "peak_gb": round((3 * f32 + ivf) / 1e9, 2),
         "serving_gb": round(ivf / 1e9, 2),
     }
