@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := ffmpeg chromium chromium-driver postgresql
+# seconds apt-get waits for another apt/dpkg process to release its lock before failing
+APT_LOCK_TIMEOUT ?= 300
+# port of `make demo` (checked before anything is built); empty: VTR_PORT or 8000
+PORT ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv sysdeps demo test test-all model lint format clean
@@ -32,11 +36,12 @@ sysdeps: ## Install ffmpeg, chromium and postgresql with apt-get when any is mis
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+		apt="apt-get -o DPkg::Lock::Timeout=$(APT_LOCK_TIMEOUT)"; \
+		$(SUDO) $$apt update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) $$apt install -y -qq $$missing >/dev/null; \
 	fi
 
-demo: venv sysdeps ## Generate a sample library, index it with the shipped model, serve the UI on :8000
-	$(BIN)/python -m webapp.cli demo
+demo: venv sysdeps ## Generate a sample library, index it with the shipped model, serve the UI on :8000 (PORT=8080 for another)
+	$(BIN)/python -m webapp.cli demo $(if $(PORT),--port $(PORT))
 
 test: venv sysdeps ## Run the test suite (default markers: everything but slow)
 	$(BIN)/pytest

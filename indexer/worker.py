@@ -7,7 +7,7 @@ out or survive its segfault and carry on with the next file.
 Protocol (messages on the worker's result pipe, all tagged with the job id):
     ("start", job)                          the worker took the job (starts the per-file clock)
     ("info",  job, info: dict, fingerprint, plans: list[ClipPlan])
-    ("clip",  job, clip_idx, pixels float32 [T,3,S,S], thumbnail JPEG bytes | None)
+    ("clip",  job, clip_idx, pixels float32 [T,3,S,S], (thumbnail JPEG, filmstrip JPEG) | None)
     ("done",  job, warning | None)
     ("error", job, reason)
 Every message doubles as a heartbeat for the parent's per-file timeout.
@@ -45,7 +45,7 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
     from indexer.fingerprint import fingerprint
     from retrieval.decode import Video
     from retrieval.errors import VTRError
-    from retrieval.thumbnails import thumbnail_jpeg
+    from retrieval.thumbnails import filmstrip_jpeg, thumbnail_jpeg
 
     try:
         fp = fingerprint(job.path, job.size)
@@ -56,7 +56,9 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
             got = 0
             for w, frames in video.iter_windows([p.indices for p in plans]):
                 pixels = cfg.preprocess(frames).numpy()
-                thumb = thumbnail_jpeg(frames[len(frames) // 2], cfg.thumbnail_size) if cfg.thumbnail_size > 0 else None
+                thumb = None
+                if cfg.thumbnail_size > 0:  # the middle frame, and every sampled frame as a filmstrip
+                    thumb = (thumbnail_jpeg(frames[len(frames) // 2], cfg.thumbnail_size), filmstrip_jpeg(frames))
                 emit(("clip", job.job_id, w, pixels, thumb))
                 got += 1
             decoded = video.frames_decoded

@@ -49,7 +49,7 @@ class PendingVideo:
     spans: list[ClipSpan]
     vectors: np.ndarray  # float32 [n, D]
     tokens: np.ndarray  # [n, N, W]
-    thumbnails: list[bytes | None]
+    thumbnails: list[bytes | tuple[bytes, bytes] | None]  # thumbnail, or (thumbnail, filmstrip)
 
 
 def forget_clips(home: DataHome, index: VectorIndex | None, clip_ids: Sequence[int]) -> None:

@@ -77,11 +77,13 @@ class SearchEngine(AdminWrites):
         max_text_batch: int = 64,
         bundle: tuple | None = None,
         query_timeout: float = QUERY_DECODE_SECONDS,
+        min_match_probability: float | None = None,
     ):
         self.home = home if isinstance(home, DataHome) else DataHome(home)
         self.db_url = self.home.db_url(db)
         self.device = device
         self.rerank_k = max(0, int(resolve("rerank_k", rerank_k)))
+        self.min_match_probability = float(resolve("min_match_probability", min_match_probability))
         self.checkpoint = resolve("checkpoint", checkpoint)
         self._model_arg = model
         self.reload_interval = float(reload_interval)
@@ -221,7 +223,8 @@ class SearchEngine(AdminWrites):
         ranker = ranking.for_model(self.bundle[0])
         ordered = ranker.order(cands, lambda c: c.id, logits, r)
         results = views.page_clips(ordered, offset, k, group_by_video, ranker)
-        return views.envelope(query, "clips", t0, offset, k, len(logits), results)
+        relevance = (views.best_probability(ordered, ranker), self.min_match_probability)
+        return views.envelope(query, "clips", t0, offset, k, len(logits), results, relevance)
 
     def search(self, query: str, **options) -> dict:
         """Alias of :meth:`search_text`: the common case has the short name."""
@@ -262,27 +265,30 @@ class SearchEngine(AdminWrites):
             self.catalog.get_clip(int(clip_id))  # NotFound for an unknown id
             enc = self.encoder.stored_clip(int(clip_id), self._tokens)
             query = {"clip_id": int(clip_id)}
+        best = None  # video->clips has no probability: its scores are token-set similarities
         if target == "texts":
-            results, reranked = self._texts_for_video(enc, k, offset, use_rerank)
+            results, reranked, best = self._texts_for_video(enc, k, offset, use_rerank)
         else:
             r = self.rerank_k if use_rerank and enc.tokens is not None else 0
             cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
             scores = rescore.clips_for_video(self._tokens, enc, cands[:r]) if r else {}
             ordered = ranking.PLAIN.order(cands, lambda c: c.id, scores, r)
             results, reranked = views.page_clips(ordered, offset, k, group_by_video, ranking.PLAIN), len(scores)
-        return views.envelope(query, target, t0, offset, k, reranked, results)
+        return views.envelope(query, target, t0, offset, k, reranked, results, (best, self.min_match_probability))
 
-    def _texts_for_video(self, enc: EncodedVideo, k: int, offset: int, use_rerank: bool) -> tuple[list[dict], int]:
+    def _texts_for_video(
+        self, enc: EncodedVideo, k: int, offset: int, use_rerank: bool
+    ) -> tuple[list[dict], int, float | None]:
         catalog = self.catalog
         index = self._text_index()
         if index is None or index.ntotal == 0:
-            return [], 0
+            return [], 0, None
         r = self.rerank_k if use_rerank and enc.tokens is not None else 0
         cands = candidates.text_candidates(catalog, index, enc.vector, max(offset + k, r))
         logits = rescore.texts_for_video(self.encoder, enc, cands[:r]) if r else {}
         ranker = ranking.for_model(self.bundle[0])
         ordered = ranker.order(cands, lambda t: t.id, logits, r)
-        return views.page_texts(ordered, offset, k, ranker), len(logits)
+        return views.page_texts(ordered, offset, k, ranker), len(logits), views.best_probability(ordered, ranker)
 
     def search_embedding(self, vector: Sequence[float], *, target: str = "clips", k: int = 20) -> dict:
         """Nearest clips or captions to a vector in the model's space (no re-ranking: there are no tokens)."""
@@ -302,7 +308,7 @@ class SearchEngine(AdminWrites):
             ranker = ranking.for_model(self.bundle[0])
             results = views.page_clips([(c, s, None) for c, s in cands], 0, k, False, ranker)
         else:
-            results, _ = self._texts_for_video(EncodedVideo(v, None), k, 0, False)
+            results, _, _ = self._texts_for_video(EncodedVideo(v, None), k, 0, False)
         return views.envelope({"vector": len(v)}, target, t0, 0, k, 0, results)
 
     # ------------------------------------------------------------------ catalog views
@@ -318,8 +324,12 @@ class SearchEngine(AdminWrites):
     def stats(self) -> dict:
         counts = self.catalog.stats()
         clip_index, text_index = self._clip_index(), self._text_index()
+        empty = not counts.get("clips")
         return {
             **counts,
+            "message": "nothing indexed yet: add videos with `vtr index FOLDER` (or POST /api/v1/index)"
+            if empty
+            else None,
             "model": self.model_name,
             "rerank_k": self.rerank_k,
             "rerank_available": self.can_rerank,  # the model has a matching head and rerank_k > 0
@@ -330,6 +340,27 @@ class SearchEngine(AdminWrites):
             "text_index": views.index_facts(text_index),
             "libraries": self.catalog.libraries(),
         }
+
+    def suggestions(self, n: int = 6) -> dict:
+        """Example queries from the caption corpus (so each describes something indexed) and the model's card.
+
+        Evenly spread over the corpus (not the first n, which would all come from one file), distinct.
+        """
+        from retrieval.model_card import model_card
+
+        verified = self.home.read_examples()
+        if verified:
+            return {"examples": verified[:n], "verified": True, "model_card": model_card(self.model_name)}
+        examples: list[str] = []
+        ids = self.catalog.all_text_ids()
+        if len(ids):
+            picks = ids[np.unique(np.linspace(0, len(ids) - 1, num=min(len(ids), 4 * n)).astype(int))]
+            for rec in self.catalog.texts_by_ids(picks.tolist()):
+                text = " ".join(rec.text.split())
+                if text and text not in examples and len(text) <= 120:
+                    examples.append(text)
+        step = max(1, len(examples) // n)
+        return {"examples": examples[::step][:n], "verified": False, "model_card": model_card(self.model_name)}
 
     def health(self) -> dict:
         """Cheap readiness check: catalog reachable and indexes readable (no model load)."""
@@ -352,6 +383,13 @@ class SearchEngine(AdminWrites):
         from retrieval.thumbnails import thumbnail_file
 
         return thumbnail_file(self.home, self.catalog.get_clip(clip_id))
+
+    def filmstrip_file(self, clip_id: int) -> Path:
+        """The clip's filmstrip (its sampled frames side by side); made on first request when missing."""
+        from retrieval.thumbnails import filmstrip_file
+
+        frames = self.bundle[0].config.vision.num_frames if self._bundle is not None else 8
+        return filmstrip_file(self.home, self.catalog.get_clip(clip_id), frames)
 
     def close(self) -> None:
         if self._catalog is not None:

@@ -21,6 +21,23 @@ from pathlib import Path
 
 from retrieval.settings import resolve
 
+DEMO_HOME = Path("demo-data") / "home"  # where `make demo` / `vtr demo` (default --dir) builds its home
+
+
+def find_home(root: str | os.PathLike | None = None) -> str | os.PathLike | None:
+    """The home a *reading* command (search, status, serve) should open when none was given.
+
+    ``--home`` or ``VTR_HOME`` (or ``VTR_DB``) win; else the default home if it was indexed; else the
+    demo's home under the current folder, when `make demo` built one there (so `vtr search` right
+    after the demo searches the demo). Commands that write (`vtr index`) never guess.
+    """
+    if root is not None or os.environ.get("VTR_HOME") or os.environ.get("VTR_DB"):
+        return root
+    if (Path(resolve("home")).expanduser() / "catalog.db").exists():
+        return root
+    demo = Path.cwd() / DEMO_HOME
+    return demo if (demo / "catalog.db").exists() else root
+
 
 class DataHome:
     """Paths of one data home; ``root=None`` means the ``home`` setting (``--home`` / ``VTR_HOME``)."""
@@ -74,9 +91,32 @@ class DataHome:
     def lock_path(self) -> Path:
         return self.root / "indexer.lock"
 
+    # -- filmstrips: each clip's sampled frames side by side, for scrubbing in the UI
+    @property
+    def filmstrips_dir(self) -> Path:
+        return self.root / "filmstrips"
+
+    def filmstrip_path(self, clip_id: int) -> Path:
+        return self.filmstrips_dir / f"{int(clip_id)}.jpg"
+
+    # -- example queries checked against this home (written by `vtr demo`)
+    @property
+    def examples_path(self) -> Path:
+        return self.root / "examples.json"
+
+    def read_examples(self) -> list[str]:
+        """Queries known to find a right clip first in this home ([] when none were recorded)."""
+        import json
+
+        try:
+            data = json.loads(self.examples_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [str(x) for x in data.get("examples", [])] if isinstance(data, dict) else []
+
     def ensure(self) -> DataHome:
         """Create the folders (not the files): safe to call every time."""
-        for d in (self.root, self.index_dir, self.tokens_dir, self.thumbs_dir):
+        for d in (self.root, self.index_dir, self.tokens_dir, self.thumbs_dir, self.filmstrips_dir):
             d.mkdir(parents=True, exist_ok=True)
         return self
 

@@ -39,6 +39,8 @@ SETTINGS: list[Setting] = [
     Setting("port", "VTR_PORT", 8000, "TCP port of `vtr serve`.", cast=int, flag="--port"),
     Setting("server_threads", "VTR_SERVER_THREADS", 8, "Worker threads of the WSGI server; concurrent text queries are batched into one encode.", cast=int, flag="--threads"),
     Setting("rerank_k", "VTR_RERANK_K", 64, "How many top embedding (ITC) candidates the matching head re-ranks per query (0 turns re-ranking off).", cast=int, flag="--rerank-k"),
+    Setting("min_match_probability", "VTR_MIN_MATCH_PROBABILITY", 0.5, "A search answers no_good_match=true when its best hit's match_probability is below this (the UI then says nothing matches well); null when the hit has no probability.", cast=float, flag="--min-match-probability"),
+    Setting("relative_paths", "VTR_RELATIVE_PATHS", False, "API and UI show video paths relative to their library root instead of absolute server paths.", cast=lambda v: v.lower() in ("1", "true", "yes", "on")),
     Setting("admin_token", "VTR_ADMIN_TOKEN", None, "Bearer token for the admin API (add texts, queue indexing, delete videos); admin routes are off when unset."),
     Setting("index_roots", "VTR_INDEX_ROOTS", None, "Folders (separated by ':') under which `POST /api/v1/index` may queue paths; none when unset."),
     Setting("max_upload_mb", "VTR_MAX_UPLOAD_MB", 64, "Largest accepted upload (query clip) in MiB; bigger requests get 413.", cast=int),

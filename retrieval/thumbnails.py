@@ -1,4 +1,5 @@
-"""Clip thumbnails: one JPEG per clip at ``thumbs/<clip id>.jpg`` in the data home.
+"""Clip thumbnails: one JPEG per clip at ``thumbs/<clip id>.jpg`` in the data home, and a filmstrip
+(the clip's sampled frames side by side, one square cell each) at ``filmstrips/<clip id>.jpg``.
 
 Why one module: the indexer writes them while embedding, the server makes a missing one on first
 request, and every delete or reconcile removes them; the file rules (atomic writes, names that say
@@ -31,9 +32,55 @@ def thumbnail_jpeg(frame: np.ndarray, max_side: int, quality: int = 82) -> bytes
     return buf.getvalue()
 
 
-def write_thumbnail(home: DataHome, clip_id: int, jpeg: bytes) -> None:
-    """Store a clip's thumbnail (not fsynced: a lost one is made again on request)."""
-    atomic_write_bytes(home.thumbnail_path(clip_id), jpeg, durable=False)
+FILMSTRIP_CELL = 96  # pixels per frame of a filmstrip (square cells: the UI counts frames as width / height)
+
+
+def filmstrip_jpeg(frames, cell: int = FILMSTRIP_CELL, quality: int = 75) -> bytes:
+    """The frames (RGB uint8, any sizes) side by side, each fitted into a black ``cell`` x ``cell`` square."""
+    from PIL import Image
+
+    strip = Image.new("RGB", (cell * len(frames), cell))
+    for i, frame in enumerate(frames):
+        img = Image.fromarray(np.ascontiguousarray(frame))
+        img.thumbnail((cell, cell), Image.Resampling.BILINEAR)
+        strip.paste(img, (i * cell + (cell - img.width) // 2, (cell - img.height) // 2))
+    buf = io.BytesIO()
+    strip.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def write_thumbnail(home: DataHome, clip_id: int, jpeg) -> None:
+    """Store a clip's thumbnail, or a (thumbnail, filmstrip) pair (not fsynced: a lost one is made again on request)."""
+    strip = None
+    if isinstance(jpeg, tuple):
+        jpeg, strip = jpeg
+    if jpeg is not None:
+        atomic_write_bytes(home.thumbnail_path(clip_id), jpeg, durable=False)
+    if strip is not None:
+        home.filmstrips_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(home.filmstrip_path(clip_id), strip, durable=False)
+
+
+def filmstrip_file(home: DataHome, rec, num_frames: int = 8) -> Path:
+    """The clip's filmstrip; made from its video on first request (homes indexed before filmstrips existed)."""
+    from retrieval.decode import read_frames
+
+    path = home.filmstrip_path(rec.id)
+    if path.is_file():
+        return path
+    src = Path(rec.path)
+    if not src.is_file():
+        raise NotFound(f"no filmstrip for clip {rec.id}: its video file is gone")
+    first, last = int(rec.start_frame), max(int(rec.start_frame) + 1, int(rec.end_frame))
+    edges = np.linspace(first, last, num_frames + 1)
+    indices = sorted({int((a + b) / 2) for a, b in zip(edges[:-1], edges[1:], strict=True)})  # segment middles
+    try:
+        frames = read_frames(src, indices)
+    except DecodeError as exc:
+        raise NotFound(f"no filmstrip for clip {rec.id}: {exc.message}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, filmstrip_jpeg(list(frames)), durable=False)
+    return path
 
 
 def thumbnail_file(home: DataHome, rec) -> Path:
@@ -62,19 +109,24 @@ def thumbnail_file(home: DataHome, rec) -> Path:
 
 
 def remove_thumbnails(home: DataHome, clip_ids: Iterable[int]) -> None:
-    """Delete the thumbnails of removed clips (missing ones are fine)."""
+    """Delete the thumbnails and filmstrips of removed clips (missing ones are fine)."""
     for cid in clip_ids:
-        try:
-            os.unlink(home.thumbnail_path(cid))
-        except OSError:
-            pass
+        for path in (home.thumbnail_path(cid), home.filmstrip_path(cid)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def remove_orphan_thumbnails(home: DataHome, catalog_ids: np.ndarray) -> int:
-    """Delete thumbnails of clips not in ``catalog_ids`` and stray temp files; returns how many."""
+    """Delete thumbnails and filmstrips of clips not in ``catalog_ids`` and stray temp files; returns how many."""
+    return _remove_orphans(home.thumbs_dir, catalog_ids) + _remove_orphans(home.filmstrips_dir, catalog_ids)
+
+
+def _remove_orphans(folder: Path, catalog_ids: np.ndarray) -> int:
     removed = 0
     try:
-        entries = list(os.scandir(home.thumbs_dir))
+        entries = list(os.scandir(folder))
     except OSError:
         return 0
     names = [(e.name, e.path) for e in entries if e.name.endswith(".jpg") or e.name.endswith(".tmp")]

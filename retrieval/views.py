@@ -102,8 +102,34 @@ def page_texts(ordered: Sequence[Ranked], offset: int, k: int, ranker: Ranker = 
     return [text_hit(t, itc, lg, i, ranker) for i, (t, itc, lg) in page]
 
 
-def envelope(query: Any, target: str, t0: float, offset: int, k: int, reranked: int, results: list[dict]) -> dict:
-    """The response every search returns: the query as understood, timing, page and results."""
+def best_probability(ordered: Sequence[Ranked], ranker: Ranker) -> float | None:
+    """``match_probability`` of the best hit (rank 1), None when there is none or it has none."""
+    if not ordered:
+        return None
+    _, itc, logits = ordered[0]
+    return ranker.probability(itc, logits)
+
+
+def no_good_match(best: float | None, threshold: float) -> bool | None:
+    """True when even the best hit is below ``threshold``; None when the best hit has no probability."""
+    return None if best is None else bool(best < threshold)
+
+
+def envelope(
+    query: Any,
+    target: str,
+    t0: float,
+    offset: int,
+    k: int,
+    reranked: int,
+    results: list[dict],
+    relevance: tuple[float | None, float] = (None, 0.5),
+) -> dict:
+    """The response every search returns: the query as understood, timing, page, relevance and results.
+
+    ``relevance`` is (the best hit's match probability, the ``min_match_probability`` setting).
+    """
+    best, threshold = relevance
     return {
         "query": query,
         "target": target,
@@ -111,5 +137,8 @@ def envelope(query: Any, target: str, t0: float, offset: int, k: int, reranked: 
         "offset": offset,
         "k": k,
         "reranked": reranked,
+        "no_good_match": no_good_match(best, threshold),
+        "best_match_probability": best,
+        "min_match_probability": threshold,
         "results": results,
     }

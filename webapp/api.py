@@ -47,13 +47,38 @@ def video_url(video_id: int, start: float | None = None, end: float | None = Non
     return url
 
 
+def filmstrip_url(clip_id: int) -> str:
+    return f"/media/filmstrips/{int(clip_id)}.jpg"
+
+
+def display_path(path: str | None) -> str | None:
+    """``path`` as API clients see it: absolute, or relative to its library with VTR_RELATIVE_PATHS."""
+    if not path or not current_app.config.get("RELATIVE_PATHS"):
+        return path
+    from flask import g
+
+    roots = g.get("vtr_roots")
+    if roots is None:
+        roots = g.vtr_roots = sorted((lib["root"] for lib in get_engine().catalog.libraries()), key=len, reverse=True)
+    for root in roots:
+        if path == root:
+            return os.path.basename(root.rstrip(os.sep))
+        if path.startswith(root.rstrip(os.sep) + os.sep):
+            return os.path.join(os.path.basename(root.rstrip(os.sep)), os.path.relpath(path, root))
+    return os.path.basename(path)
+
+
 def with_urls(hit: dict) -> dict:
     """Add the media URLs to a clip hit (and to the other moments of a grouped hit)."""
     if "clip_id" not in hit:
         return hit
     out = dict(hit)
     out["thumbnail_url"] = thumbnail_url(hit["clip_id"])
+    out["filmstrip_url"] = filmstrip_url(hit["clip_id"])
     out["video_url"] = video_url(hit["video_id"], hit.get("start"), hit.get("end"))
+    for key in ("video_path", "library"):
+        if key in out:
+            out[key] = display_path(out[key])
     if "moments" in hit:
         out["moments"] = [with_urls(m) for m in hit["moments"]]
     return out
@@ -150,6 +175,7 @@ def clip(clip_id: int):
 @bp.get("/videos/<int:video_id>")
 def video(video_id: int):
     info = dict(get_engine().get_video(video_id))
+    info["path"], info["library"] = display_path(info["path"]), display_path(info["library"])
     info["video_url"] = video_url(video_id)
     info["clips"] = [with_urls(c) for c in info.get("clips", [])]
     return jsonify(info)
@@ -157,7 +183,17 @@ def video(video_id: int):
 
 @bp.get("/stats")
 def stats():
-    return jsonify(get_engine().stats())
+    out = get_engine().stats()
+    if current_app.config.get("RELATIVE_PATHS"):
+        out["libraries"] = [{**lib, "root": display_path(lib["root"])} for lib in out.get("libraries", [])]
+    return jsonify(out)
+
+
+@bp.get("/suggestions")
+def suggestions():
+    """Example queries from the caption corpus, and what the model understands (its card), for the home page."""
+    n = parse_int("n", request.args.get("n"), 6, 1, 50)
+    return jsonify(get_engine().suggestions(n))
 
 
 @bp.get("/health")

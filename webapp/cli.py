@@ -27,10 +27,28 @@ def engine_options(fn):
     return fn
 
 
+def _setting_option(name: str, **kw):
+    s = get_setting(name)
+    return click.option(s.flag, name, default=None, help=flag_help(name), **kw)
+
+
 def _engine(home, db, model, checkpoint, rerank_k):
     from retrieval.engine import SearchEngine
+    from retrieval.home import find_home
 
-    return SearchEngine(home=home, db=db, model=model, checkpoint=checkpoint, rerank_k=rerank_k)
+    return SearchEngine(home=find_home(home), db=db, model=model, checkpoint=checkpoint, rerank_k=rerank_k)
+
+
+def prepare_home(home, db) -> None:
+    """Create the folders and an empty catalog of a new home, so a server can start before anything is indexed."""
+    from retrieval.catalog import Catalog, sqlite_file_missing
+    from retrieval.home import DataHome, find_home
+
+    h = DataHome(find_home(home))
+    url = h.db_url(db)
+    if sqlite_file_missing(url):
+        h.ensure()
+        Catalog(url, create=True).close()
 
 
 def set_torch_threads(server: bool) -> None:
@@ -52,22 +70,35 @@ def _fmt_time(s: float) -> str:
     return f"{int(m)}:{sec:04.1f}"
 
 
-def _print_results(result: dict) -> None:
+def _fmt_score(h: dict) -> str:
+    """The readable score: the match probability when the hit has one, else the raw similarity."""
+    p = h.get("match_probability")
+    if p is not None:
+        return f"{100 * p:5.1f}% match"
+    return f"{h['score']:6.3f} sim  "
+
+
+def _print_results(result: dict, hint: str | None = None) -> None:
     hits = result["results"]
     if not hits:
-        click.echo("no results")
+        click.echo("no results" + (f": {hint}" if hint else ""))
         return
+    if result.get("no_good_match"):
+        click.echo(
+            f"no good match: the best hit's match probability is below {result['min_match_probability']:.0%}; "
+            "the closest results follow",
+            err=True,
+        )
     for h in hits:
-        kind = "match" if h.get("reranked") else "itc"
         if "text_id" in h:
-            click.echo(f"{h['rank']:>4}  {h['score']:.3f} {kind:<5}  {h['text']}")
+            click.echo(f"{h['rank']:>4}  {_fmt_score(h)}  {h['text']}")
             continue
         click.echo(
-            f"{h['rank']:>4}  {h['score']:.3f} {kind:<5}  {h['video_path']}  "
+            f"{h['rank']:>4}  {_fmt_score(h)}  {h['video_path']}  "
             f"{_fmt_time(h['start'])}-{_fmt_time(h['end'])}  (clip {h['clip_id']})"
         )
         for m in h.get("moments", []):
-            click.echo(f"{'':>4}  {m['score']:.3f} {'':<5}    also {_fmt_time(m['start'])}-{_fmt_time(m['end'])}")
+            click.echo(f"{'':>4}  {_fmt_score(m)}    also {_fmt_time(m['start'])}-{_fmt_time(m['end'])}")
     click.echo(f"({len(hits)} results, {result['took_ms']:.0f} ms, {result['reranked']} re-ranked)", err=True)
 
 
@@ -85,8 +116,9 @@ def _print_results(result: dict) -> None:
 @click.option("--min-duration", type=click.FloatRange(min=0), default=None, help="Only videos at least this many seconds long.")  # fmt: skip
 @click.option("--max-duration", type=click.FloatRange(min=0), default=None, help="Only videos at most this many seconds long.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON (the API's shape).")
+@_setting_option("min_match_probability", type=click.FloatRange(0, 1))
 @engine_options
-def search(query, video, clip_id, target, k, offset, rerank, group_by_video, library, path_prefix, min_duration, max_duration, as_json, home, db, model, checkpoint, rerank_k):  # fmt: skip
+def search(query, video, clip_id, target, k, offset, rerank, group_by_video, library, path_prefix, min_duration, max_duration, as_json, min_match_probability, home, db, model, checkpoint, rerank_k):  # fmt: skip
     """Search the index: `vtr search "a dog catches a frisbee"` or `vtr search --video clip.mp4`."""
     from retrieval.engine import SearchFilters
 
@@ -97,6 +129,7 @@ def search(query, video, clip_id, target, k, offset, rerank, group_by_video, lib
         raise click.UsageError("--target applies to --video and --clip searches only")
     set_torch_threads(server=False)
     engine = _engine(home, db, model, checkpoint, rerank_k)
+    engine.min_match_probability = float(resolve("min_match_probability", min_match_probability))
     filters = SearchFilters(library, path_prefix, min_duration, max_duration)
     opts = {"k": k, "offset": offset, "rerank": rerank, "filters": filters, "group_by_video": group_by_video}
     try:
@@ -106,17 +139,19 @@ def search(query, video, clip_id, target, k, offset, rerank, group_by_video, lib
             result = engine.search_video(path=video, target=target or "texts", **opts)
         else:
             result = engine.search_video(clip_id=clip_id, target=target or "clips", **opts)
+        hint = None
+        if not result["results"] and query is None and (target or ("texts" if video else "clips")) == "texts":
+            if not engine.catalog.stats().get("texts"):
+                hint = (
+                    f"the caption corpus of {engine.home.root} is empty. Add captions with "
+                    f"`vtr texts add FILE --home {engine.home.root}`, or find similar clips with --target clips"
+                )
     finally:
         engine.close()
     if as_json:
         click.echo(json.dumps(result, indent=1))
     else:
-        _print_results(result)
-
-
-def _setting_option(name: str, **kw):
-    s = get_setting(name)
-    return click.option(s.flag, name, default=None, help=flag_help(name), **kw)
+        _print_results(result, hint)
 
 
 def _check_can_listen(host: str, port: int) -> None:
@@ -178,12 +213,16 @@ def serve(host, port, server_threads, home, db, model, checkpoint, rerank_k):
         int(resolve("server_threads", server_threads)),
     )
     set_torch_threads(server=True)
+    prepare_home(home, db)  # an empty or new home serves too; POST /api/v1/index fills it
     engine = _engine(home, db, model, checkpoint, rerank_k).load()
     app = create_app({"ENGINE": engine, "HOME": str(engine.home.root), "DB": db, "MODEL": model, "CHECKPOINT": checkpoint, "RERANK_K": engine.rerank_k})  # fmt: skip
     stats = engine.stats()
     click.echo(
         f"vtr: {stats['videos']} videos, {stats['clips']} clips, {stats['texts']} captions, model {engine.model_name}"
+        f" (home {engine.home.root})"
     )
+    if stats.get("message"):
+        click.echo(f"vtr: {stats['message']}")
     click.echo(f"serving on http://{host}:{port}  (Ctrl-C to stop)")
     run_server(app, host, port, threads)
 
@@ -201,6 +240,48 @@ def demo_examples(records: list[dict], n: int = 5) -> list[str]:
             out.append(text)
     events = [e["caption"] for rec in records for e in rec.get("events", [])[1:2]]
     return out + events[:1]
+
+
+def _moments(records: list[dict], library: Path) -> dict[str, list[tuple[float, float, str]]]:
+    """{video path: [(start, end, caption key)]}: what is where in a generated library (None end = whole video)."""
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for rec in records:
+        path = str(library / rec["path"])
+        if rec.get("kind") == "long":
+            out[path] = [(e["start"], e["end"], e["key"]) for e in rec["events"]]
+        else:
+            out[path] = [(0.0, float("inf"), rec["key"])]
+    return out
+
+
+def verified_examples(engine, records: list[dict], library: Path, n: int = 6) -> list[str]:
+    """Captions whose search puts a right clip first (same meaning, same moment), spread over the kinds.
+
+    Why: a caption from the corpus always describes something indexed, but a small model may still
+    rank another clip first; the examples a new user is shown must work.
+    """
+    where = _moments(records, library)
+    queries: list[tuple[str, str, str]] = []  # (caption, key, kind)
+    for rec in records:
+        if rec.get("kind") == "long":
+            queries += [(e["caption"], e["key"], "event") for e in rec["events"]]
+        else:
+            queries.append((rec["caption"], rec["key"], rec.get("kind", "")))
+    kinds = sorted({k for _, _, k in queries})
+    picked: list[str] = []
+    for kind in kinds * n:  # one of each kind in turn
+        for text, key, k in queries:
+            if k != kind or text in picked:
+                continue
+            top = engine.search_text(text, k=1)["results"]
+            if top and any(
+                key == kk and s - 1e-3 <= top[0]["start"] < e for s, e, kk in where.get(top[0]["video_path"], [])
+            ):
+                picked.append(text)
+                break
+        if len(picked) >= n:
+            break
+    return picked
 
 
 def build_demo(root: Path, clips: int, long_videos: int, seed: int, model: str | None, checkpoint: str | None) -> dict:
@@ -244,10 +325,33 @@ def build_demo(root: Path, clips: int, long_videos: int, seed: int, model: str |
     try:
         ids = engine.add_texts(corpus, source="demo captions")
         stats = engine.stats()
+        examples = verified_examples(engine, records, library)
     finally:
         engine.close()
     click.echo(f"caption corpus for video->text search: {len(set(ids))} captions")
-    return {"home": home.root, "stats": stats, "examples": demo_examples(records)}
+    examples = examples or demo_examples(records)
+    # the web UI's placeholder and example queries come from here (checked: a right clip first)
+    home.examples_path.write_text(json.dumps({"examples": examples, "model": stats["model"]}, indent=1) + "\n")
+    return {"home": home.root, "stats": stats, "examples": examples}
+
+
+def _how_to_run_vtr() -> str:
+    """How to type `vtr` in this shell: on PATH, or the virtual environment's full path."""
+    import os
+    import shutil
+
+    exe = Path(sys.executable).with_name("vtr")
+    on_path = shutil.which("vtr")
+    if on_path and Path(on_path).resolve() == exe.resolve():
+        return "vtr"
+    try:
+        exe = exe.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    activate = exe.with_name("activate")
+    if activate.exists():
+        click.echo(f"vtr is not on your PATH: run it as {exe}, or `source {activate}` first (then plain `vtr`)")
+    return str(exe) if os.sep in str(exe) else f"./{exe}"
 
 
 @click.command("demo")
@@ -265,16 +369,19 @@ def demo(root, clips, long_videos, seed, serve, host, port, model, checkpoint):
     from retrieval.engine import SearchEngine
     from webapp import create_app
 
+    host, port = resolve("host", host), int(resolve("port", port))
+    if serve:
+        _check_can_listen(host, port)  # before minutes of building, not after
     built = build_demo(root, clips, long_videos, seed, model, checkpoint)
     s = built["stats"]
     click.echo(f"demo ready: {s['videos']} videos, {s['clips']} clips, {s['texts']} captions, model {s['model']}")
     click.echo("try these searches:")
     for q in built["examples"]:
         click.echo(f"  {q}")
-    click.echo(f'from the command line: vtr search --home {built["home"]} "{built["examples"][0]}"')
+    vtr = _how_to_run_vtr()
+    click.echo(f'from the command line: {vtr} search --home {built["home"]} "{built["examples"][0]}"')
     if not serve:
         return
-    host, port = resolve("host", host), int(resolve("port", port))
     set_torch_threads(server=True)
     engine = SearchEngine(home=built["home"], model=model, checkpoint=checkpoint).load()
     app = create_app({"ENGINE": engine, "HOME": str(built["home"])})

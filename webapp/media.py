@@ -94,6 +94,13 @@ def thumbnail(clip_id: int):
     return _send(path, "image/jpeg", f"thumbnail of clip {clip_id}")
 
 
+@bp.get("/filmstrips/<int:clip_id>.jpg")
+def filmstrip(clip_id: int):
+    """The clip's sampled frames side by side (square cells), for scrubbing in the UI."""
+    path = get_engine().filmstrip_file(clip_id)
+    return _send(path, "image/jpeg", f"filmstrip of clip {clip_id}")
+
+
 @bp.get("/videos/<int:video_id>")
 def video(video_id: int):
     path = get_engine().video_file(video_id)

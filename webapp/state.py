@@ -37,8 +37,9 @@ def get_engine():
 
                 c = app.config
                 engine = SearchEngine(
-                    home=c["HOME"], db=c["DB"], model=c["MODEL"], checkpoint=c["CHECKPOINT"], rerank_k=c["RERANK_K"]
-                )
+                    home=c["HOME"], db=c["DB"], model=c["MODEL"], checkpoint=c["CHECKPOINT"], rerank_k=c["RERANK_K"],
+                    min_match_probability=c.get("MIN_MATCH_PROBABILITY"),
+                )  # fmt: skip
                 app.extensions[_ENGINE] = engine
     return engine
 

@@ -144,16 +144,17 @@ def _print_report(report) -> None:
 def status_cmd(home, db, as_json) -> None:
     """Counts of indexed videos, clips, vectors and texts, and the files that failed."""
     from indexer.status import collect_status
-    from retrieval.home import DataHome
+    from retrieval.home import DataHome, find_home
 
-    st = collect_status(DataHome(home), db)
+    st = collect_status(DataHome(find_home(home)), db)
     if as_json:
         click.echo(json.dumps(st, indent=1))
         return
     hours = st["duration"] / 3600
     click.echo(f"home      {st['home']}")
     click.echo(f"model     {st['model'] or '-'}")
-    click.echo(f"videos    {st['videos']} ({len(st['libraries'])} libraries, {hours:.2f} h)")
+    n_libs = len(st["libraries"])
+    click.echo(f"videos    {st['videos']} ({n_libs} {'library' if n_libs == 1 else 'libraries'}, {hours:.2f} h)")
     click.echo(f"clips     {st['clips']}")
     click.echo(f"vectors   {st['vectors']}" + (f" ({st['index_factory']})" if st["index_factory"] else ""))
     if st.get("index_factory"):

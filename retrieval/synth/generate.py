@@ -115,6 +115,15 @@ def _scene_record(scene: S.Scene, caption: str) -> dict:
     }
 
 
+def _without_background(caption: str, bg: str) -> str:
+    """``caption`` without its trailing background phrase ("... moves up against a gray background")."""
+    for phrase in V.BG_PHRASES:
+        suffix = " " + phrase.format(b=bg)
+        if caption.endswith(suffix):
+            return caption[: -len(suffix)]
+    return caption
+
+
 def _long_video(seed: int, index: int) -> tuple[np.ndarray, dict]:
     rng = np.random.default_rng([seed, 4, index])
     keys = S.single_keys()
@@ -128,7 +137,7 @@ def _long_video(seed: int, index: int) -> tuple[np.ndarray, dict]:
         start = e * S.NUM_FRAMES / FPS
         events.append({**_scene_record(scene, cap), "start": start, "end": start + S.NUM_FRAMES / FPS})
         frames.append(render(scene, FRAME_SIZE))
-        captions.append(cap.rsplit(" ", 3)[0] if e else cap)
+        captions.append(_without_background(cap, bg) if e else cap)  # the background is named once
     record = {"caption": ", then ".join(captions), "kind": "long", "subset": "long", "events": events}
     return np.concatenate(frames), record
 
