@@ -33,6 +33,7 @@ from indexer.scan import FoundFile, scan, under_roots
 from indexer.worker import WorkerConfig
 from retrieval.catalog import STATUS_INDEXED, Catalog, ClipSpan, VideoMeta
 from retrieval.clip_writer import ClipSink, PendingVideo
+from retrieval.crashpoints import crash_point
 from retrieval.factory import load_model
 from retrieval.home import DataHome
 from retrieval.lock import HomeLock
@@ -261,6 +262,7 @@ class IndexRun:
                 touched.add(job_id)
             for job_id in touched:
                 self._maybe_finish(job_id)
+            crash_point("embedded")  # test hook: clips embedded, their videos not committed yet
             if not force:
                 break
 
@@ -291,6 +293,7 @@ class IndexRun:
             return
         batch, self.ready = self.ready, []
         new_ids = self.sink.write(batch)
+        crash_point("commit")  # test hook: a group of videos committed, FAISS not saved yet
         for v, ids in zip(batch, new_ids, strict=True):
             self.report.indexed.append(v.meta.path)
             self.report.clips += len(ids)

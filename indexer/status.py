@@ -42,9 +42,24 @@ def collect_status(home: DataHome, db: str | None = None) -> dict:
             warnings=catalog.warnings(),
             libraries=catalog.libraries(),
         )
+        out.update(_token_rows(home, catalog))
     finally:
         catalog.close()
     return out
+
+
+def _token_rows(home: DataHome, catalog: Catalog) -> dict:
+    """Token store rows on disk: ``token_rows_live`` (clips in the catalog) and ``token_rows_dead`` (the rest)."""
+    from retrieval.token_store import TokenStore
+
+    if not (home.tokens_dir / "meta.json").exists():
+        return {"token_rows_live": 0, "token_rows_dead": 0}
+    store = TokenStore(home.tokens_dir, readonly=True)
+    try:
+        dead = store.dead_rows(catalog.all_clip_ids())
+        return {"token_rows_live": store.rows() - dead, "token_rows_dead": dead}
+    finally:
+        store.close()
 
 
 def _search_params(meta: dict | None) -> dict | None:

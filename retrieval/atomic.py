@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from retrieval.crashpoints import crash_point
+
 
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make a rename inside ``path`` durable (best effort: some file systems refuse)."""
@@ -48,6 +50,7 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Pa
         if durable:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+            crash_point(f"replace:{path.name}")  # test hook (see retrieval.crashpoints)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -38,7 +38,8 @@ from retrieval.token_store import StoreLayout, TokenStore
 
 log = logging.getLogger(__name__)
 
-_COMPACT_GARBAGE = 0.3  # rewrite the token store when this fraction of its rows is garbage
+# rewrite the token store at the end of a run once dead rows (replaced or removed clips) are this share of it
+_COMPACT_GARBAGE = 0.1
 
 
 @dataclass
@@ -197,10 +198,24 @@ class ClipSink:
         self._retype()
         if self._dirty or not self.home.clip_index_path.exists():
             self.save()
-        rows, live = self.tokens.rows(), self.index.ntotal
-        if rows > 1000 and rows - live > _COMPACT_GARBAGE * rows:
-            dropped = self.tokens.compact(self.catalog.all_clip_ids())
-            log.info("token store compacted: %d garbage rows dropped", dropped)
+        self.compact_tokens()
+
+    def compact_tokens(self, threshold: float = _COMPACT_GARBAGE) -> int:
+        """Drop the token rows of clips the catalog no longer has, once they are ``threshold`` of the store.
+
+        Crash-safe: the store is rewritten as a new generation and switched to atomically (see
+        :meth:`TokenStore.compact`); an interrupted compaction leaves the old generation in use and its
+        partial files are removed here next time. Returns the rows dropped.
+        """
+        self.tokens.remove_stale_generations()
+        rows = self.tokens.rows()
+        live = self.catalog.all_clip_ids()
+        dead = self.tokens.dead_rows(live)
+        if dead == 0 or dead < threshold * rows:
+            return 0
+        dropped = self.tokens.compact(live)
+        log.info("token store compacted: %d dead rows dropped, %d live", dropped, rows - dropped)
+        return dropped
 
     def _retype(self) -> None:
         n = self.index.ntotal

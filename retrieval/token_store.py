@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.atomic import atomic_write_json
+from retrieval.atomic import atomic_write_json, fsync_dir
+from retrieval.crashpoints import crash_point
 from retrieval.errors import IndexMismatch, InvalidInput, NotFound, StoreError
 
 log = logging.getLogger(__name__)
@@ -264,15 +265,39 @@ class TokenStore:
             with open(self._shard_path(shard, "ids", new_gen), "wb") as fi:
                 fi.write(shard_ids.tobytes())
                 _fsync(fi)
+        fsync_dir(self.root)  # the new shards' names are durable before meta.json points at them
+        crash_point("token_compact:written")
         self.generation = new_gen
-        self._write_meta()
-        for p in self.root.glob(f"g{old_gen}-*"):
-            try:
-                p.unlink()
-            except OSError:
-                pass
+        self._write_meta()  # the switch: one atomic rename
+        crash_point("token_compact:switched")
+        self.remove_stale_generations()
         self._load_index()
         return total_rows - len(keep)
+
+    def remove_stale_generations(self) -> int:
+        """Delete shard files of other generations (left by a compaction that was interrupted); returns how many.
+
+        Readers that have not refreshed since a compaction keep their memory maps of the old files, which
+        stay valid after the unlink.
+        """
+        if self.readonly:
+            raise StoreError("token store opened read-only")
+        removed = 0
+        for p in self.root.glob("g*-*.*"):
+            if p.name.startswith(f"g{self.generation}-") or p.suffix not in (".ids", ".vec", ".tok"):
+                continue
+            try:
+                p.unlink()
+                removed += 1
+            except OSError:
+                pass
+        return removed
+
+    def dead_rows(self, live_ids) -> int:
+        """Rows on disk that hold no live clip: replaced, removed, never committed, or duplicates."""
+        self._merge_recent()
+        live = np.intersect1d(np.asarray(live_ids, dtype=np.int64), self._ids)
+        return self.rows() - len(live)
 
     # ------------------------------------------------------------------ reading
     def _locate(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -160,6 +160,10 @@ def status_cmd(home, db, as_json) -> None:
     if st.get("index_factory"):
         click.echo(f"index     {_index_line(st)}")
     click.echo(f"texts     {st['texts']} ({st['text_vectors']} vectors)")
+    if "token_rows_live" in st:
+        click.echo(
+            f"tokens    {st['token_rows_live']} live rows, {st['token_rows_dead']} dead (dropped at the next run)"
+        )
     click.echo(f"failed    {len(st['failed'])}")
     for f in st["failed"]:
         click.echo(f"  {f['path']}: {f['reason']}")
