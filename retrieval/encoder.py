@@ -2,8 +2,9 @@
 
 Why apart from the engine: encoding is where the model runs for a query, with its own concerns
 (concurrent text queries share one forward pass through :class:`~retrieval.batching.MicroBatcher`,
-recent queries are cached, uploaded files are decoded under a deadline and a pixel limit); the
-engine only asks for vectors and token sets.
+and so do concurrent re-rankings through the matching head; recent queries are cached, uploaded
+files are decoded under a deadline and a pixel limit); the engine only asks for vectors, token
+sets and head logits.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class QueryEncoder:
         device: str = "cpu",
         *,
         max_text_batch: int = 64,
+        max_rerank_batch: int = 16,
         query_timeout: float = QUERY_DECODE_SECONDS,
         cache_size: int = 512,
     ):
@@ -55,6 +57,9 @@ class QueryEncoder:
         self.device = device
         self.query_timeout = float(query_timeout)
         self.batcher = MicroBatcher(self._encode_text_batch, max_text_batch)
+        # concurrent re-rankings (each: one query text against its top candidates' token sets)
+        # run as one matching-head pass: see :meth:`rerank`
+        self.rerank_batcher = MicroBatcher(self._rerank_batch, max_rerank_batch)
         self._cache: OrderedDict[str, EncodedText] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._cache_size = cache_size
@@ -127,23 +132,55 @@ class QueryEncoder:
         v = vecs[0]
         return EncodedVideo(v / max(float(np.linalg.norm(v)), 1e-12), tok)
 
-    def match_logits(self, text_tokens, text_ids, video_tokens) -> np.ndarray:
-        """[n,2] logits for n (text, video) pairs, in chunks; padding columns past the longest text dropped."""
+    def rerank(self, enc: EncodedText, video_tokens: np.ndarray) -> np.ndarray:
+        """[n,2] head logits of one query text against n token sets ([n,N,W], fp16 as stored).
+
+        Concurrent callers (server threads) share one head pass: the pairs of every query waiting
+        are scored together by :meth:`pair_logits`, which gives each pair the logits it would get
+        alone (up to float rounding; tested).
+        """
+        return self.rerank_batcher((enc, video_tokens))
+
+    def _rerank_batch(self, items: list[tuple[EncodedText, np.ndarray]]) -> list[np.ndarray]:
         import torch
 
-        model = self._bundle()[0]
+        counts = [len(v) for _, v in items]
+        text_tokens = torch.stack([e.tokens for e, _ in items])
+        text_ids = torch.stack([e.ids for e, _ in items])
+        video = items[0][1] if len(items) == 1 else np.concatenate([v for _, v in items])
+        query_of = np.repeat(np.arange(len(items)), counts)
+        logits = self.pair_logits(text_tokens, text_ids, video, query_of)
+        return np.split(logits, np.cumsum(counts)[:-1])
+
+    def pair_logits(self, text_tokens, text_ids, video_tokens, query_of) -> np.ndarray:
+        """[n,2] logits of n (text, video) pairs: ``query_of[i]`` indexes the Q texts
+        (``text_tokens`` [Q,L,Wt], ``text_ids`` [Q,L]), ``video_tokens`` [n,N,W] (array or tensor,
+        any float dtype; the head runs in its weights' dtype, fp32: the fastest on CPUs without
+        bf16 units). One :meth:`MatchHead.score` pass per 4,096 pairs; columns past the longest
+        text dropped."""
+        import torch
+
+        head = self._bundle()[0].match_head
+        if head is None:
+            raise InvalidInput("this model has no matching head; search with rerank off")
+        n = len(query_of)
+        if n == 0:
+            return np.empty((0, 2), np.float32)
+        video = (
+            torch.from_numpy(np.ascontiguousarray(video_tokens))
+            if isinstance(video_tokens, np.ndarray)
+            else video_tokens
+        )
         length = int(text_ids.argmax(dim=1).max()) + 1
+        texts = text_tokens[:, :length].to(self.device)
+        ids = text_ids[:, :length].to(self.device)
+        query_of = torch.as_tensor(np.asarray(query_of, np.int64)).to(self.device)
         out = []
         with torch.inference_mode():
-            for i in range(0, len(text_ids), 256):
-                sl = slice(i, i + 256)
-                logits = model.match_logits(
-                    text_tokens[sl, :length].to(self.device),
-                    text_ids[sl, :length].to(self.device),
-                    video_tokens[sl].to(self.device),
-                )
+            for i in range(0, n, 4096):
+                logits = head.score(texts, ids, video[i : i + 4096].to(self.device), query_of[i : i + 4096])
                 out.append(logits.float().cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0, 2), np.float32)
+        return np.concatenate(out)
 
     def clear_cache(self) -> None:
         """Forget cached query encodings (a test that must see the batcher run)."""

@@ -336,6 +336,7 @@ class SearchEngine(AdminWrites):
             "rerank_default": self._use_rerank(None),  # ... and its head is trained
             "ranking": ranking.for_model(self.bundle[0]).describe(),
             "text_encoder": {"queries": self.text_batcher.items, "batches": self.text_batcher.batches},
+            "reranker": {"queries": self.encoder.rerank_batcher.items, "batches": self.encoder.rerank_batcher.batches},
             "clip_index": views.index_facts(clip_index),
             "text_index": views.index_facts(text_index),
             "libraries": self.catalog.libraries(),

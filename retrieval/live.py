@@ -156,10 +156,8 @@ class LiveTokens(LiveStore):
             store = self.get()
             if store is None or len(ids) == 0:
                 return None, np.zeros(len(ids), bool)
-            mask = store.contains(ids)
-            if not mask.any():
-                return None, mask
-            return np.asarray(store.get_tokens(ids[mask])), mask
+            toks, mask = store.find_tokens(ids)
+            return (toks if mask.any() else None), mask
 
     def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(exact stored embeddings of the ids that have one, those ids)."""

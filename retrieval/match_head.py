@@ -12,6 +12,7 @@ hence the direction of motion) is visible to the head.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from open_clip.transformer import LayerNorm
 from torch import Tensor, nn
 
@@ -73,3 +74,70 @@ class MatchHead(nn.Module):
             x = block(x, v, pad)
         fused = self.ln_out(x[torch.arange(x.shape[0], device=x.device), eot])
         return self.itm(fused)
+
+    # ------------------------------------------------------------------ re-ranking many candidates
+    def score(self, text_tokens: Tensor, token_ids: Tensor, video_tokens: Tensor, query_of: Tensor) -> Tensor:
+        """[N,2] logits of N (text, video) pairs where many pairs share a text: :meth:`forward`'s result.
+
+        ``text_tokens`` [Q,L,Wt] and ``token_ids`` [Q,L] are Q distinct texts, ``video_tokens``
+        [N,Nv,Wv] one token set per pair, ``query_of`` [N] the text of each pair. The same
+        arithmetic as ``forward(text_tokens[query_of], token_ids[query_of], video_tokens)``, up to
+        float rounding (tested), without its repeats: everything before the first cross-attention
+        (``text_in``, the first self-attention, the first cross-attention's query projection) is
+        computed once per text rather than once per pair, and the last block computes its
+        self-attention query, cross-attention and MLP for the end-of-text token only (the only
+        row ``itm`` reads; the other rows are still keys and values of that self-attention).
+        """
+        dtype = self.video_in.weight.dtype
+        text_tokens, video_tokens = text_tokens.to(dtype), video_tokens.to(dtype)
+        v = self.video_in(video_tokens)
+        if self.frame_embedding is not None:
+            if v.shape[1] != self.frame_embedding.shape[0]:
+                raise InvalidInput(f"match head expects {self.frame_embedding.shape[0]} video tokens, got {v.shape[1]}")
+            v = v + self.frame_embedding.to(v.dtype)
+        v = self.ln_video(v)
+        eot = token_ids.argmax(dim=-1)  # [Q]
+        keep = torch.arange(token_ids.shape[1], device=token_ids.device)[None, :] <= eot[:, None]  # [Q,L] keys
+        x = self.text_in(text_tokens)  # [Q,L,W]: per text until the first cross-attention
+        per_pair = False
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            h = block.ln_self(x)
+            rows = eot if not per_pair else eot[query_of]
+            mask = keep if not per_pair else keep[query_of]
+            if i == last:  # only the end-of-text row is read after this block
+                pick = torch.arange(x.shape[0], device=x.device)
+                x = x[pick, rows][:, None]
+                q_in = h[pick, rows][:, None]
+            else:
+                q_in = h
+            x = x + _attend(block.self_attn, _project(block.self_attn, q_in, 0), h, h, mask[:, None, None, :])
+            q = _project(block.cross_attn, block.ln_cross(x), 0)
+            if not per_pair:  # from here on, every pair has its own video: expand texts to pairs
+                x, q, per_pair = x[query_of], q[query_of], True
+            x = x + _attend(block.cross_attn, q, v, v, None)
+            x = x + block.mlp(block.ln_mlp(x))
+        if not self.blocks:
+            x = x[query_of][torch.arange(len(query_of), device=x.device), eot[query_of]][:, None]
+        return self.itm(self.ln_out(x[:, 0]))
+
+
+def _project(mha: nn.MultiheadAttention, x: Tensor, which: int) -> Tensor:
+    """The query (0), key (1) or value (2) input projection of ``mha`` (packed weights, as built here)."""
+    e = mha.embed_dim
+    bias = mha.in_proj_bias[which * e : (which + 1) * e] if mha.in_proj_bias is not None else None
+    return F.linear(x, mha.in_proj_weight[which * e : (which + 1) * e], bias)
+
+
+def _attend(mha: nn.MultiheadAttention, q: Tensor, k_in: Tensor, v_in: Tensor, keep: Tensor | None) -> Tensor:
+    """``mha(...)[0]`` given the projected queries ``q`` [B,Lq,E]; ``keep`` masks keys (True = attend)."""
+    b, lq, e = q.shape
+    heads = mha.num_heads
+    d = e // heads
+    k = _project(mha, k_in, 1)
+    v = _project(mha, v_in, 2)
+    if k.shape[0] != b:  # keys shared by all rows (one video for many texts)
+        k, v = k.expand(b, -1, -1), v.expand(b, -1, -1)
+    split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2)  # noqa: E731
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=keep)
+    return mha.out_proj(out.transpose(1, 2).reshape(b, lq, e))

@@ -16,18 +16,18 @@ from retrieval.live import LiveTokens
 
 
 def clips_for_text(encoder: QueryEncoder, tokens: LiveTokens, enc: EncodedText, cands: list) -> dict[int, np.ndarray]:
-    """clip id -> match-head logits of (query text, clip) for the candidates that have a token set."""
-    import torch
+    """clip id -> match-head logits of (query text, clip) for the candidates that have a token set.
 
+    The token sets come from the memory-mapped store in one gather (fp16, converted once inside
+    the head pass); concurrent queries share that pass (:meth:`QueryEncoder.rerank`).
+    """
     if not cands:
         return {}
     ids = [r.id for r, _ in cands]
     toks, mask = tokens.tokens(ids)
     if toks is None:
         return {}
-    n = int(mask.sum())
-    video = torch.from_numpy(toks.astype(np.float32))
-    logits = encoder.match_logits(enc.tokens[None].expand(n, -1, -1), enc.ids[None].expand(n, -1), video)
+    logits = encoder.rerank(enc, toks)
     have = [i for i, m in zip(ids, mask.tolist(), strict=True) if m]
     return dict(zip(have, logits, strict=True))
 
@@ -53,5 +53,5 @@ def texts_for_video(encoder: QueryEncoder, enc: EncodedVideo, cands: list) -> di
         return {}
     states, tids = encoder.text_states([t.text for t, _ in cands])
     video = enc.tokens[None].expand(len(cands), -1, -1)
-    lg = encoder.match_logits(states, tids, video)
+    lg = encoder.pair_logits(states, tids, video, np.arange(len(cands)))
     return {t.id: lg[i] for i, (t, _) in enumerate(cands)}

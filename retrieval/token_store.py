@@ -341,13 +341,27 @@ class TokenStore:
         missing = ids[shard < 0]
         if len(missing):
             raise NotFound(f"no stored tokens for clip id(s) {missing[:10].tolist()}")
+        return self._take(shard, row, which)
+
+    def _take(self, shard: np.ndarray, row: np.ndarray, which: int) -> np.ndarray:
+        """Rows ``row`` of shards ``shard`` (all present), in order: one fancy-index gather per shard."""
+        shards = np.unique(shard)
+        if len(shards) == 1:  # the common case: one gather from the map, no second copy
+            return np.asarray(self._map(int(shards[0]))[which][row])
         lay = self.layout
         shape = (lay.dim,) if which == 0 else (lay.n_tokens, lay.width)
-        out = np.empty((len(ids), *shape), np.float32 if which == 0 else np.float16)
-        for s in np.unique(shard):
+        out = np.empty((len(row), *shape), np.float32 if which == 0 else np.float16)
+        for s in shards:
             sel = shard == s
             out[sel] = self._map(int(s))[which][row[sel]]
         return out
+
+    def find_tokens(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """(fp16 token sets [m, N, W] of the ids that have one, in request order; mask of which do),
+        with one lookup of the ids (the re-ranker's read)."""
+        _, shard, row = self._locate(ids)
+        mask = shard >= 0
+        return self._take(shard[mask], row[mask], 1), mask
 
     def get_tokens(self, ids) -> np.ndarray:
         """fp16 token sets [len(ids), N, W] in request order; :class:`NotFound` for unknown ids."""
