@@ -332,3 +332,16 @@ def test_vtr_status_shows_the_measured_recall_and_search_parameters(data, tmp_pa
     st = json.loads(CliRunner().invoke(main, ["status", "--json", "--home", str(home.root)]).output)
     assert st["index_recall"] is None and st["index_search"] == {"nprobe": index.nprobe}
     assert "recall not measured" in CliRunner().invoke(main, ["status", "--home", str(home.root)]).output
+
+
+@pytest.mark.gpu
+def test_gpu_build_matches_the_cpu_build(data):
+    if not gpu_available():
+        pytest.skip("no GPU: faiss-gpu is not installed or no CUDA device is visible")
+    x, ids, q = data
+    index = VectorIndex.build(x, ids, model="m", factory="IVF64,SQfp16")  # trained and filled on the GPU
+    assert index.ntotal == len(x) and np.array_equal(index.ids(), np.sort(ids))
+    assert index.recall["value"] >= 0.95
+    _, got = index.search(q, 10)
+    _, ref = _brute(x, ids, q, 10)
+    assert _recall(got, ref) >= 0.95
