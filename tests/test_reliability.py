@@ -155,3 +155,27 @@ def test_server_deletes_leave_dead_rows_that_the_next_run_compacts(library, tmp_
     run_index(opts)  # the two files are still on disk: indexed again, and the dead rows dropped
     st = status(home)
     assert st["token_rows_dead"] == 0 and st["token_rows_live"] == 3 * COUNT
+
+
+def _soak(search_home, tmp_path, clients: int, seconds: float, new_videos: int) -> dict:
+    from benchmarks.soak import soak
+
+    shutil.copytree(search_home["home"].root, tmp_path / "home")
+    new = tmp_path / "new"
+    make_library(new, count=new_videos, seconds=3, fps=10)
+    figures = soak(tmp_path / "home", new, model=MODEL, clients=clients, seconds=seconds)
+    print(json.dumps(figures))
+    assert figures["errors"] == 0 and figures["requests"] > 0, figures
+    assert figures["index_exit_code"] == 0
+    assert figures["clips_after"] == figures["clips_before"] + 3 * new_videos  # indexed while serving, picked up
+    assert figures["rss_after_mb"] - figures["rss_before_mb"] < 200, figures  # bounded growth
+    return figures
+
+
+def test_load_while_indexing_short(search_home, tmp_path):
+    _soak(search_home, tmp_path, clients=4, seconds=5, new_videos=2)
+
+
+@pytest.mark.slow
+def test_load_while_indexing_soak(search_home, tmp_path):
+    _soak(search_home, tmp_path, clients=8, seconds=60, new_videos=6)
