@@ -87,6 +87,7 @@ class MatchHead(nn.Module):
         computed once per text rather than once per pair, and the last block computes its
         self-attention query, cross-attention and MLP for the end-of-text token only (the only
         row ``itm`` reads; the other rows are still keys and values of that self-attention).
+        Shapes are read from the inputs, so a ``torch.jit.trace`` of it serves any Q, L and N.
         """
         dtype = self.video_in.weight.dtype
         text_tokens, video_tokens = text_tokens.to(dtype), video_tokens.to(dtype)
@@ -136,8 +137,6 @@ def _attend(mha: nn.MultiheadAttention, q: Tensor, k_in: Tensor, v_in: Tensor, k
     d = e // heads
     k = _project(mha, k_in, 1)
     v = _project(mha, v_in, 2)
-    if k.shape[0] != b:  # keys shared by all rows (one video for many texts)
-        k, v = k.expand(b, -1, -1), v.expand(b, -1, -1)
     split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2)  # noqa: E731
     out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=keep)
     return mha.out_proj(out.transpose(1, 2).reshape(b, lq, e))
