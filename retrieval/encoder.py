@@ -63,7 +63,7 @@ class QueryEncoder:
         # concurrent re-rankings (each: one query text against its top candidates' token sets)
         # run as one matching-head pass: see :meth:`rerank`
         self.rerank_batcher = MicroBatcher(self._rerank_batch, max_rerank_batch)
-        self._traced: dict[int, tuple[Any, Any]] = {}  # id(head) -> (head, traced score)
+        self._traces: dict[tuple, tuple[Any, Any]] = {}  # (id(owner), method) -> (owner, traced call)
         self._trace_lock = threading.Lock()
         self._cache: OrderedDict[str, EncodedText] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -73,9 +73,10 @@ class QueryEncoder:
         import torch
 
         model, _, tokenizer = self._bundle()
-        ids = tokenizer(texts)
+        ids = tokenizer(texts).to(self.device)
         with torch.inference_mode():
-            emb, states = model.encode_text(ids.to(self.device), normalize=True, return_tokens=True)
+            emb, states = self._text_tower(model, (ids,))(ids)
+        ids = ids.cpu()
         emb = emb.float().cpu().numpy()
         states = states.float().cpu()
         return [EncodedText(emb[i], states[i], ids[i]) for i in range(len(texts))]
@@ -99,10 +100,10 @@ class QueryEncoder:
         import torch
 
         model, _, tokenizer = self._bundle()
-        tids = tokenizer(texts)
+        tids = tokenizer(texts).to(self.device)
         with torch.inference_mode():
-            _, states = model.encode_text(tids.to(self.device), normalize=True, return_tokens=True)
-        return states.float().cpu(), tids
+            _, states = self._text_tower(model, (tids,))(tids)
+        return states.float().cpu(), tids.cpu()
 
     def file(self, path: str | os.PathLike) -> EncodedVideo:
         """Embedding and token set of a video file (an upload: decoded self-contained, under a deadline)."""
@@ -188,34 +189,52 @@ class QueryEncoder:
         return np.concatenate(out)
 
     def _scorer(self, head, example: tuple):
-        """``head.score`` as a TorchScript trace (built on first use, checked against eager on ``example``).
+        """``head.score`` as a TorchScript trace: see :meth:`_traced`."""
+        return self._traced(head, "score", {}, example)
 
-        Why: eager torch releases and re-takes the GIL around each of the pass's ~100 operators, and
-        with server threads busy in Python each re-take waits for a switch interval: measured here,
-        a 200 ms pass took 710 ms next to four busy Python threads, and 250 ms as one traced call,
-        which holds no GIL while it runs. The trace reads shapes from its inputs (any batch, text
-        length or candidate count); if tracing fails or disagrees with eager, eager is used.
+    def _text_tower(self, model, example: tuple):
+        """``model.encode_text(ids, normalize=True, return_tokens=True)`` as a trace: see :meth:`_traced`."""
+        return self._traced(model, "encode_text", {"normalize": True, "return_tokens": True}, example)
+
+    def _traced(self, owner, method: str, kwargs: dict, example: tuple):
+        """A TorchScript trace of ``owner.method(*args, **kwargs)`` (built on first use, checked against
+        eager on ``example``).
+
+        Why: eager torch releases and re-takes the GIL around each operator (~100 in a head pass,
+        as many in the text tower), and with server threads busy in Python each re-take waits for
+        a switch interval: measured here, a 200 ms head pass took 710 ms next to four busy Python
+        threads, and 250 ms as one traced call, which holds no GIL while it runs (the text tower:
+        30 -> 19 ms even alone). A trace reads shapes from its inputs (any batch, text length or
+        candidate count) and computes the same numbers; if tracing fails or disagrees with eager,
+        eager is used.
         """
         import torch
 
+        key = (id(owner), method)
+        cached = self._traces.get(key)
+        if cached is not None and cached[0] is owner:
+            return cached[1]
         with self._trace_lock:
-            cached = self._traced.get(id(head))
-            if cached is not None and cached[0] is head:
+            cached = self._traces.get(key)
+            if cached is not None and cached[0] is owner:
                 return cached[1]
-            fn = head.score
+            module = _module_class()(owner, method, **kwargs)
+            fn = module
             try:
                 import warnings
 
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # TracerWarnings about Python-side shape checks
-                    traced = torch.jit.trace(_score_module(head), example, check_trace=False)
-                if torch.allclose(traced(*example), head.score(*example), rtol=1e-5, atol=1e-5):
+                    traced = torch.jit.trace(module, example, check_trace=False)
+                got, want = traced(*example), module(*example)
+                got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+                if all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(got, want, strict=True)):
                     fn = traced
                 else:
-                    log.warning("traced matching head disagrees with eager; re-ranking runs eager")
+                    log.warning("traced %s disagrees with eager; it runs eager", method)
             except Exception as exc:  # an architecture the tracer cannot follow: eager still works
-                log.warning("matching head could not be traced (%s); re-ranking runs eager", exc)
-            self._traced[id(head)] = (head, fn)
+                log.warning("%s could not be traced (%s); it runs eager", method, exc)
+            self._traces[key] = (owner, fn)
             return fn
 
     def clear_cache(self) -> None:
@@ -224,15 +243,17 @@ class QueryEncoder:
             self._cache.clear()
 
 
-def _score_module(head):
+def _module_class():
     import torch
 
-    class Score(torch.nn.Module):
-        def __init__(self, h):
+    class Call(torch.nn.Module):
+        """``owner.method(*args, **kwargs)`` as a module (what ``torch.jit.trace`` takes)."""
+
+        def __init__(self, owner, method: str, **kwargs):
             super().__init__()
-            self.h = h
+            self.owner, self.method, self.kwargs = owner, method, kwargs
 
-        def forward(self, text_tokens, token_ids, video_tokens, query_of):
-            return self.h.score(text_tokens, token_ids, video_tokens, query_of)
+        def forward(self, *args):
+            return getattr(self.owner, self.method)(*args, **self.kwargs)
 
-    return Score(head)
+    return Call

@@ -157,3 +157,20 @@ def test_one_lookup_token_read_equals_the_plain_read(tmp_path, monkeypatch):
     assert one_shard.dtype == np.float16 and m.all()
     none, m = store.find_tokens([1, 2])
     assert none.shape == (0, 3, 4) and not m.any()
+
+
+def test_traced_text_tower_encodes_any_batch_as_eager(engine, tiny):
+    model, _, tokenizer = tiny
+    engine.encoder._encode_text_batch(["one query traces the tower"])  # traced on a batch of one
+    got = engine.encoder._encode_text_batch(QUERIES)
+    ids = tokenizer(QUERIES)
+    with torch.inference_mode():
+        emb, states = model.encode_text(ids, normalize=True, return_tokens=True)
+    for i, enc in enumerate(got):
+        np.testing.assert_allclose(enc.vector, emb[i].numpy(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(enc.tokens, states[i].float(), rtol=1e-5, atol=1e-5)
+        assert torch.equal(enc.ids, ids[i])
+    traced = engine.encoder._traces[(id(model), "encode_text")][1]
+    assert isinstance(traced, torch.jit.ScriptModule)  # the fast path is the one tested
+    engine.search_text(QUERIES[0] + " traced", k=3, rerank=True)
+    assert isinstance(engine.encoder._traces[(id(model.match_head), "score")][1], torch.jit.ScriptModule)
