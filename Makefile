@@ -18,13 +18,13 @@ PORT ?=
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-venv: $(VENV)/.installed ## Create .venv and install the project with its test extras
+venv: $(VENV)/.installed ## Create .venv and install the project with its test and distributed (Ray) extras
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q -e '.[test,dev,distributed]'
 	# clip-retrieval's client, for the compatibility tests; its own deps are its whole back end
 	$(BIN)/pip install -q --no-deps 'clip-retrieval==2.45.0'
 	touch $@

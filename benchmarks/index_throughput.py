@@ -1,7 +1,7 @@
 """Indexing throughput against the decode-only bound, and index memory per clip, measured in one run.
 
     .venv/bin/python benchmarks/index_throughput.py [--files 6] [--seconds 30] [--size 1280x720]
-        [--fps 30] [--workers N] [--model viclip-tiny-test] [--vectors 20000]
+        [--fps 30] [--workers N] [--model viclip-tiny-test] [--vectors 20000] [--executor ray]
 
 1. Generates a library of camera-like H.264 files (ffmpeg testsrc2 with temporal noise, so decoding
    costs what real footage costs).
@@ -10,6 +10,11 @@
    Also "worker side": decode + model preprocessing + thumbnail, what index workers do.
 3. `vtr index` (the library function behind it) on the same files into a fresh home.
 4. Prints clips/s of each and the ratio index / decode-only (goal >= 0.9).
+   With ``--executor ray`` also `vtr index --executor ray` on the same files in the same run (interleaved
+   with the local runs): a local Ray runtime is started once first, as a cluster would already be
+   running, and its start-up time is printed and charged to a second figure ("cold", what one
+   `vtr index --executor ray` without a cluster costs); the Ray/local ratios go to
+   ``benchmarks/results/index_throughput_ray.json`` (goal >= 0.8).
 5. Index memory per clip for Flat, HNSW32, IVF-SQ8 and IVF-PQ (refine SQ8) on seeded unit vectors
    of the model's dimension and of ViCLIP-B (512), plus the token store's bytes per clip.
 """
@@ -119,6 +124,8 @@ def main() -> None:
     ap.add_argument("--vectors", type=int, default=20000, help="vectors for the memory-per-clip table")
     ap.add_argument("--repeat", type=int, default=2, help="interleaved repeats; the best of each is reported")
     ap.add_argument("--keep", action="store_true", help="keep the generated library and home")
+    ap.add_argument("--executor", choices=["local", "ray"], default="local", help="ray: also time the Ray executor")
+    ap.add_argument("--no-memory", action="store_true", help="skip the index memory table")
     args = ap.parse_args()
 
     from indexer.pipeline import IndexOptions, run_index, token_layout
@@ -147,6 +154,20 @@ def main() -> None:
 
     # Interleaved repeats, best of each: on a shared machine the minimum is the least disturbed figure.
     runs: dict[str, list[float]] = {"decode": [], "worker": [], "index": []}
+    ray_init = None
+    if args.executor == "ray":
+        import ray
+
+        from indexer.distributed import LOCAL_SYSTEM_CONFIG
+
+        runs["ray"] = []
+        t0 = time.perf_counter()
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+                 object_store_memory=512 << 20, log_to_driver=False,
+                 _system_config=LOCAL_SYSTEM_CONFIG)  # fmt: skip
+        ray_init = time.perf_counter() - t0
+        print(f"Ray runtime started in {ray_init:.1f} s ({ray.cluster_resources().get('CPU', 0):g} CPUs)")
+    ray_reports = []
     for r in range(args.repeat):
         clips_d, secs = _pool_run(decode_only, [(f, clip_seconds, stride, T) for f in files], args.workers)
         runs["decode"].append(secs)
@@ -161,6 +182,14 @@ def main() -> None:
                                      progress=False))  # fmt: skip
         runs["index"].append(time.perf_counter() - t0)
         assert rep.exit_code == 0 and rep.clips == clips_d == clips_w, (rep.failed, rep.clips, clips_d, clips_w)
+        if args.executor == "ray":
+            t0 = time.perf_counter()
+            rr = run_index(IndexOptions(paths=[str(lib)], home=str(tmp / f"ray{r}"), model=args.model,
+                                        checkpoint=args.checkpoint, batch_size=args.batch_size,
+                                        clip_seconds=clip_seconds, executor="ray", progress=False))  # fmt: skip
+            runs["ray"].append(time.perf_counter() - t0)
+            assert rr.exit_code == 0 and rr.clips == rep.clips, (rr.failed, rr.clips, rep.clips)
+            ray_reports.append(rr)
     secs_d, secs_w, secs_i = min(runs["decode"]), min(runs["worker"]), min(runs["index"])
     print("runs (s): " + "; ".join(f"{k} " + ", ".join(f"{v:.2f}" for v in vs) for k, vs in runs.items()))
     cps_d, cps_w, cps_i = clips_d / secs_d, clips_w / secs_w, rep.clips / secs_i
@@ -170,7 +199,13 @@ def main() -> None:
     print(f"{'worker side (decode+preprocess+jpeg)':<36}{secs_w:>9.2f}{cps_w:>10.2f}")
     print(f"{'vtr index (all stages, all writes)':<36}{secs_i:>9.2f}{cps_i:>10.2f}")
     print(f"ratio index / decode-only: {cps_i / cps_d:.3f}   (index / worker side: {cps_i / cps_w:.3f})")
+    if args.executor == "ray":
+        _ray_summary(args, runs, rep, ray_init, ray_reports, cps_i, clips_d / secs_d)
 
+    if args.no_memory:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     print(f"\nindex memory per clip ({args.vectors} seeded unit vectors):")
     print(f"{'dim':>5} {'factory':<28}{'bytes/clip':>12}{'build s':>9}")
     for dim in sorted({layout.dim, 512}):
@@ -183,6 +218,46 @@ def main() -> None:
         print(f"kept {tmp}")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ray_summary(args, runs, rep, ray_init: float, ray_reports, cps_local: float, cps_decode: float) -> None:
+    """Print and save the Ray executor against the local one (same files, same run, best of the repeats)."""
+    import json
+
+    import ray
+
+    secs_r = min(runs["ray"])
+    cps_r = rep.clips / secs_r
+    cps_cold = rep.clips / (secs_r + ray_init)
+    best = ray_reports[runs["ray"].index(secs_r)]
+    print(f"{'vtr index --executor ray (runtime up)':<36}{secs_r:>9.2f}{cps_r:>10.2f}")
+    print(f"{'  ... + runtime start (cold)':<36}{secs_r + ray_init:>9.2f}{cps_cold:>10.2f}")
+    print(f"ratio ray / local: {cps_r / cps_local:.3f}   (cold: {cps_cold / cps_local:.3f})")
+    print("ray stages (clips per busy second): " + ", ".join(
+        f"{k} {v['clips_per_busy_second']} x{v['workers']}" for k, v in best.stage_rates().items()))  # fmt: skip
+    out = {
+        "library": {"files": args.files, "seconds": args.seconds, "size": args.size, "fps": args.fps},
+        "cpus": os.cpu_count(),
+        "model": rep.model,
+        "clips": rep.clips,
+        "ray_version": ray.__version__,
+        "ray_runtime_start_s": round(ray_init, 2),
+        "runs_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
+        "clips_per_s": {
+            "decode_only": round(cps_decode, 3),
+            "local": round(cps_local, 3),
+            "ray": round(cps_r, 3),
+            "ray_cold": round(cps_cold, 3),
+        },
+        "ratio_ray_local": round(cps_r / cps_local, 3),
+        "ratio_ray_cold_local": round(cps_cold / cps_local, 3),
+        "ray_stages": best.stage_rates(),
+        "local_stages": rep.stage_rates(),
+    }
+    path = ROOT / "benchmarks" / "results" / "index_throughput_ray.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"saved {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Any
 from retrieval.errors import ConfigError, InvalidInput
 from retrieval.settings import resolve
 
+EXECUTORS = ("local", "ray")
+
 
 def setting(name: str, kind: type = str, minimum: float | None = None) -> Any:
     """A field set from setting ``name`` (flag, env, default), parsed as ``kind`` with a lower bound."""
@@ -35,12 +37,15 @@ class IndexOptions:
     batch_size: int | None = setting("index_batch_size", int, 1)
     file_timeout: float | None = setting("file_timeout", float, 0.1)
     index_factory: str | None = setting("index_factory")
+    executor: str | None = setting("index_executor")
+    ray_address: str | None = setting("ray_address")
     thumbnail_size: int | None = None
     save_interval: float | None = None
     prune: bool = False
     within: list[str] | None = None  # only index files whose real path is inside these folders (admin jobs)
     device: str | None = None
     progress: bool = True
+    workers_auto: bool = False  # set by resolved(): --workers was not given (Ray then sizes decoding to the cluster)
 
     @classmethod
     def setting_fields(cls) -> list:
@@ -56,10 +61,13 @@ class IndexOptions:
         o.model = default_model_name(o.model, o.checkpoint)
         o.clip_seconds = float(resolve("clip_seconds", o.clip_seconds))
         o.stride = float(resolve("clip_stride", o.stride) or o.clip_seconds)
+        o.workers_auto = not resolve("index_workers", o.workers)
         o.workers = int(resolve("index_workers", o.workers) or os.cpu_count() or 1)
         o.batch_size = int(resolve("index_batch_size", o.batch_size))
         o.file_timeout = float(resolve("file_timeout", o.file_timeout))
         o.index_factory = resolve("index_factory", o.index_factory) or "auto"
+        o.executor = (resolve("index_executor", o.executor) or "local").lower()
+        o.ray_address = resolve("ray_address", o.ray_address) or None
         o.thumbnail_size = int(resolve("thumbnail_size", o.thumbnail_size))
         o.save_interval = float(resolve("save_interval", o.save_interval))
         if not o.paths:
@@ -72,6 +80,8 @@ class IndexOptions:
             raise InvalidInput("--batch-size must be at least 1")
         if o.file_timeout <= 0:
             raise InvalidInput("--file-timeout must be positive")
+        if o.executor not in EXECUTORS:
+            raise InvalidInput(f"--executor must be one of {', '.join(EXECUTORS)}, not {o.executor!r}")
         return o
 
 
@@ -90,6 +100,9 @@ class IndexReport:
     model: str = ""
     index_factory: str = ""
     vectors: int = 0
+    executor: str = "local"
+    # per stage: clips through it and busy seconds summed over its workers (decode, embed, write)
+    stages: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -114,7 +127,26 @@ class IndexReport:
             "model": self.model,
             "index_factory": self.index_factory,
             "vectors": self.vectors,
+            "executor": self.executor,
+            "stages": self.stage_rates(),
         }
+
+    def stage_rates(self) -> dict:
+        """{stage: {clips, busy_seconds, clips_per_busy_second, workers}}: which stage bounds the run.
+
+        Busy seconds are summed over the stage's workers, so ``clips_per_busy_second`` is what one
+        worker of the stage sustains; ``workers`` of them run at once.
+        """
+        out = {}
+        for name, st in self.stages.items():
+            busy = st.get("seconds", 0.0)
+            out[name] = {
+                "clips": int(st.get("clips", 0)),
+                "busy_seconds": round(busy, 3),
+                "clips_per_busy_second": round(st.get("clips", 0) / busy, 2) if busy > 0 else None,
+                "workers": st.get("workers"),
+            }
+        return out
 
 
 def check_model_name(name: str | None, checkpoint: str | None) -> None:

@@ -7,6 +7,9 @@ Why this shape (clip-retrieval's streaming runner, with failure isolation added)
 * the parent embeds clips from all files in fixed-size batches on the model's device, and commits
   finished videos in groups through :class:`retrieval.clip_writer.ClipSink` (see there for crash
   safety; the same write path serves the server's deletes);
+* ``--executor ray`` replaces the first two with Ray Data (:mod:`indexer.distributed`): decode tasks
+  and an embedding actor pool on a cluster, results streamed back here and committed through the
+  same :class:`IndexRun` and sink, so the crash-safety rules are the same;
 * unchanged files are skipped by (size, mtime), or by size + head/tail hash when only the mtime
   moved; files indexed with another clip length, stride or model are indexed again.
 
@@ -146,6 +149,7 @@ class _JobState:
     thumbs: dict[int, bytes | None] = field(default_factory=dict)
     embedded: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     waiting: int = 0  # clips received but not embedded yet
+    expected: int | None = None  # clips the decoder made, when results may arrive out of order (Ray)
     done: bool = False
     warning: str | None = None
 
@@ -198,6 +202,10 @@ class IndexRun:
         self.embed_queue: deque[tuple[int, int, np.ndarray]] = deque()
         self.ready: list[PendingVideo] = []
         self.last_commit = time.monotonic()
+        # per stage: clips through it and busy seconds summed over its workers (IndexReport.stages)
+        self.stages = {name: {"clips": 0, "seconds": 0.0, "workers": 1} for name in ("decode", "embed", "write")}
+        self.stages["decode"]["workers"] = opts.workers
+        report.stages = self.stages
 
     # -- messages from workers
     def start(self, job_id: int, found: FoundFile, worker) -> None:
@@ -218,11 +226,41 @@ class IndexRun:
             self.embed_queue.append((job_id, idx, pixels))
         elif kind == "done":
             st.done, st.warning = True, msg[2]
+            self._decoded(st, msg[3] if len(msg) > 3 else 0.0)
             self._release(st)
             self._maybe_finish(job_id)
         elif kind == "error":
             self._release(st)
             self.fail(job_id, msg[2])
+
+    def _decoded(self, st: _JobState, seconds: float) -> None:
+        dec = self.stages["decode"]
+        dec["clips"] += len(st.thumbs) if st.expected is None else st.expected
+        dec["seconds"] += seconds
+
+    # -- results that arrive embedded (the Ray executor), in any order
+    def add_embedded(self, job_id: int, idx: int, vector: np.ndarray, tokens: np.ndarray, thumb, seconds: float):
+        """One clip, embedded elsewhere; its video is queued for commit once all its clips are here."""
+        st = self.jobs.get(job_id)
+        if st is None:  # its file failed, or a retried task sent it twice after the commit
+            return
+        if idx not in st.embedded:
+            emb = self.stages["embed"]
+            emb["clips"] += 1
+            emb["seconds"] += seconds
+        st.embedded[idx] = (vector, tokens)
+        st.thumbs[idx] = thumb
+        self._maybe_finish(job_id)
+
+    def finish_decoded(self, job_id: int, info: dict, fp: str, plans: list, clips: int, warning, seconds: float):
+        """The decoder's summary of one file (the Ray executor): its clips may still be on their way."""
+        st = self.jobs.get(job_id)
+        if st is None or st.done:
+            return
+        st.info, st.fingerprint, st.plans = info, fp, plans
+        st.expected, st.done, st.warning = clips, True, warning
+        self._decoded(st, seconds)
+        self._maybe_finish(job_id)
 
     def _release(self, st: _JobState) -> None:
         if st.worker is not None:
@@ -251,7 +289,10 @@ class IndexRun:
         bs = self.opts.batch_size
         while len(self.embed_queue) >= bs or (force and self.embed_queue):
             batch = [self.embed_queue.popleft() for _ in range(min(bs, len(self.embed_queue)))]
+            t0 = time.monotonic()
             vecs, toks = self.embed([b[2] for b in batch])
+            self.stages["embed"]["clips"] += len(batch)
+            self.stages["embed"]["seconds"] += time.monotonic() - t0
             touched = set()
             for (job_id, idx, _), v, t in zip(batch, vecs, toks, strict=True):
                 st = self.jobs.get(job_id)
@@ -269,6 +310,8 @@ class IndexRun:
     def _maybe_finish(self, job_id: int) -> None:
         st = self.jobs.get(job_id)
         if st is None or not st.done or st.waiting:
+            return
+        if st.expected is not None and len(st.embedded) < st.expected:
             return
         del self.jobs[job_id]
         order = sorted(st.embedded)
@@ -292,7 +335,10 @@ class IndexRun:
         if not force and len(self.ready) < _COMMIT_GROUP and time.monotonic() - self.last_commit < _COMMIT_EVERY_S:
             return
         batch, self.ready = self.ready, []
+        t0 = time.monotonic()
         new_ids = self.sink.write(batch)
+        self.stages["write"]["seconds"] += time.monotonic() - t0
+        self.stages["write"]["clips"] += sum(len(ids) for ids in new_ids)
         crash_point("commit")  # test hook: a group of videos committed, FAISS not saved yet
         for v, ids in zip(batch, new_ids, strict=True):
             self.report.indexed.append(v.meta.path)
@@ -317,8 +363,12 @@ def run_index(opts: IndexOptions) -> IndexReport:
 
     t0 = time.monotonic()
     opts = opts.resolved()
+    if opts.executor == "ray":  # before anything is opened: a missing extra is a one-line error
+        from indexer.distributed import require_ray
+
+        require_ray()
     home = DataHome(opts.home).ensure()
-    report = IndexReport()
+    report = IndexReport(executor=opts.executor)
     with HomeLock(home.lock_path, holder="vtr index"):
         url = home.db_url(opts.db)
         migrations.upgrade(url)
@@ -372,7 +422,11 @@ def run_index(opts: IndexOptions) -> IndexReport:
                 bar = tqdm(total=len(todo), unit="file", desc="indexing", dynamic_ncols=True, smoothing=0.1)
             run = IndexRun(opts, sink, Embedder(model), model.name, cfg, report, bar)
             try:
-                if todo:
+                if todo and opts.executor == "ray":
+                    from indexer.distributed import run_ray
+
+                    run_ray(run, todo)
+                elif todo:
                     with _model_threads(model, opts.workers):
                         run_pool(run, todo)
             finally:

@@ -26,11 +26,19 @@ _STARTUP_LIMIT = 120.0  # seconds a fresh decoder process may take to pick up it
 _SEND_BUFFER = 8  # messages a worker may have queued before it waits for the parent
 
 
-def _child_main(task_conn, result_conn, cfg: WorkerConfig) -> None:
-    """Worker process: read jobs from ``task_conn``; a sender thread ships results back."""
+def _child_main(task_conn, result_conn, cfg: WorkerConfig | bytes) -> None:
+    """Worker process: read jobs from ``task_conn``; a sender thread ships results back.
+
+    ``cfg`` may come pickled (bytes), so a parent that only supervises (a Ray decode task) need not
+    import what unpickling it imports (torch, for the model's transform).
+    """
+    import pickle
     import signal
 
     import torch
+
+    if isinstance(cfg, bytes):
+        cfg = pickle.loads(cfg)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
 
@@ -65,7 +73,7 @@ def _child_main(task_conn, result_conn, cfg: WorkerConfig) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, cfg: WorkerConfig, number: int):
+    def __init__(self, ctx, cfg: WorkerConfig | bytes, number: int):
         self.number = number
         task_r, self.task_w = ctx.Pipe(duplex=False)
         self.result_r, result_w = ctx.Pipe(duplex=False)

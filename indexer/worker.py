@@ -8,7 +8,7 @@ Protocol (messages on the worker's result pipe, all tagged with the job id):
     ("start", job)                          the worker took the job (starts the per-file clock)
     ("info",  job, info: dict, fingerprint, plans: list[ClipPlan])
     ("clip",  job, clip_idx, pixels float32 [T,3,S,S], (thumbnail JPEG, filmstrip JPEG) | None)
-    ("done",  job, warning | None)
+    ("done",  job, warning | None, seconds spent decoding (not waiting for the parent))
     ("error", job, reason)
 Every message doubles as a heartbeat for the parent's per-file timeout.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,22 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
     """Decode ``job.path`` and ``emit`` its messages; errors become an ("error", ...) message."""
     from indexer.clips import plan_clips
     from indexer.fingerprint import fingerprint
+    from retrieval.crashpoints import crash_point
     from retrieval.decode import Video
     from retrieval.errors import VTRError
     from retrieval.thumbnails import filmstrip_jpeg, thumbnail_jpeg
 
+    t0 = time.monotonic()
+    blocked = 0.0  # time spent handing messages over (the parent's backpressure), not decoding
+    send = emit
+
+    def emit(msg) -> None:
+        nonlocal blocked
+        t = time.monotonic()
+        send(msg)
+        blocked += time.monotonic() - t
+
+    crash_point("decoder:" + os.path.basename(job.path))  # test hook: this file kills its decoder
     try:
         fp = fingerprint(job.path, job.size)
         with Video(job.path, threads=cfg.decode_threads) as video:
@@ -77,7 +90,7 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
                 f"partly readable: decoding stopped at frame {decoded} of {info.num_frames}; "
                 f"{got - incomplete} of {len(plans)} clips complete (truncated or damaged file)"
             )
-        emit(("done", job.job_id, warning))
+        emit(("done", job.job_id, warning, time.monotonic() - t0 - blocked))
     except VTRError as exc:
         emit(("error", job.job_id, exc.message))
     except MemoryError:

@@ -34,10 +34,11 @@ def _quiet_logging(verbose: bool) -> None:
     )
 
 
-# click types for settings whose values are paths (the rest follow their IndexOptions field's kind)
+# click types for settings whose values are paths or choices (the rest follow their IndexOptions field's kind)
 _PATH_TYPES = {
     "home": click.Path(file_okay=False),
     "checkpoint": click.Path(dir_okay=False, exists=True),
+    "index_executor": click.Choice(["local", "ray"], case_sensitive=False),
 }
 
 
@@ -118,6 +119,9 @@ def _print_report(report) -> None:
     if report.requeued:
         click.echo(f"re-indexed {len(report.requeued)} file(s) whose stored vectors were missing")
     click.echo(f"index: {report.vectors} vectors ({report.index_factory}), model {report.model}")
+    stages = _stages_line(report)
+    if stages:
+        click.echo(stages)
     if report.warnings:
         click.echo("partly readable:")
         for w in report.warnings:
@@ -134,6 +138,17 @@ def _print_report(report) -> None:
         click.echo("failed:", err=True)
         for f in report.failed:
             click.echo(f"  {f['path']}: {f['reason']}", err=True)
+
+
+def _stages_line(report) -> str:
+    """``stages (executor): decode 3.1 clips/s x 2 workers, embed 410.2 clips/s, write 2100.0 clips/s``."""
+    parts = []
+    for name, st in report.stage_rates().items():
+        if not st["clips_per_busy_second"]:
+            continue
+        workers = f" x {st['workers']} workers" if st["workers"] and st["workers"] > 1 else ""
+        parts.append(f"{name} {st['clips_per_busy_second']:.1f} clips/s{workers}")
+    return f"stages ({report.executor}, per busy worker): " + ", ".join(parts) if parts else ""
 
 
 @main.command("status")
