@@ -32,9 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import queue
 import socket
-import threading
 import time
 import uuid
 import warnings
@@ -62,7 +60,6 @@ _CONTEXT = {
     "print_on_execution_start": False,
     "enable_auto_log_stats": False,
 }
-_POLL_S = 0.2  # the driver commits finished videos at least this often while results trickle in
 
 
 class RayError(VTRError):
@@ -356,30 +353,6 @@ def build_dataset(ray, todo, cfg, opts, res: dict):
     return ds
 
 
-def _stream(ds, out: queue.Queue, stop: threading.Event) -> None:
-    """Feed the dataset's blocks into ``out`` (a thread: the driver commits on a clock meanwhile).
-
-    Ends with ``None``, or the exception that ended the stream; gives up once ``stop`` is set.
-    """
-
-    def offer(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            if not offer(batch):
-                return
-        offer(None)
-    except BaseException as exc:  # noqa: BLE001 - handed to the driver thread, which raises it
-        offer(exc)
-
-
 def run_ray(run, todo) -> None:
     """Decode and embed ``todo`` on Ray, feeding ``run`` (:class:`indexer.pipeline.IndexRun`) until done."""
     opts = run.opts
@@ -394,25 +367,18 @@ def run_ray(run, todo) -> None:
         for i, f in enumerate(todo):
             run.start(i, f, None)
         ds = build_dataset(ray, todo, run.cfg, opts, res)
-        results: queue.Queue = queue.Queue(maxsize=4)
-        stop = threading.Event()
-        feeder = threading.Thread(target=_stream, args=(ds, results, stop), daemon=True, name="vtr-ray-results")
-        feeder.start()
+        # Blocks (whole Ray Data blocks: many rows) are handled as they arrive, here in the main thread:
+        # a reader thread could outlive the run inside Ray Data and re-join a cluster after shutdown.
+        # Group commits follow IndexRun.commit's rule (16 videos or 1 s) as each block arrives.
+        batches = ds.iter_batches(batch_size=None, batch_format="numpy")
         try:
-            while True:
-                try:
-                    item = results.get(timeout=_POLL_S)
-                except queue.Empty:
-                    run.commit()
-                    continue
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise RayError(f"the Ray pipeline failed: {type(item).__name__}: {item}") from item
-                _handle(run, item)
+            for batch in batches:
+                _handle(run, batch)
                 run.commit()
-        finally:
-            stop.set()
+        except (KeyboardInterrupt, VTRError):
+            raise
+        except Exception as exc:  # the pipeline itself failed: what was committed stays, the rest is redone
+            raise RayError(f"the Ray pipeline failed: {type(exc).__name__}: {exc}") from exc
         _lost(run)
         run.commit(force=True)
 
