@@ -249,9 +249,14 @@ class Video:
         threads: int = 1,
         deadline: float | None = None,
         self_contained: bool = False,
+        frame_tolerance: float = 0.0,
     ):
         self.path = Path(path)
         self.threads = max(0, int(threads))
+        # seconds a sampled frame may be from its target when reading windows: > 0 decodes only
+        # reference frames (see iter_windows); 0 decodes every frame (exact)
+        self.frame_tolerance = max(0.0, float(frame_tolerance))
+        self.max_frame_offset = 0.0  # the largest |substitute - target| time of the last iter_windows
         self.deadline = deadline  # time.monotonic() after which decoding stops with a DecodeError
         self.self_contained = self_contained  # refuse playlists that open other files/URLs (untrusted input)
         self._opened: list = []  # file objects handed to ffmpeg through io_open (self_contained only)
@@ -315,6 +320,7 @@ class Video:
         if not times:
             times = [0.0]
         t = np.asarray(times, dtype=np.float64)
+        self._time_origin = float(t[0])  # decoded frames' pts minus this = their place in frame_times()
         t -= t[0]
         if len(t) > 1:
             step = float(t[-1] - t[-2]) or (1.0 / rate if rate else 0.0)  # the last frame shows this long
@@ -349,14 +355,17 @@ class Video:
         return max(0, min(len(self._times) - 1, i))
 
     # -- reading
-    def _decoder(self):
+    def _decoder(self, reference_only: bool = False):
         av = _av()
         self.close()
         self._container = _open_container(self.path, self.self_contained, self._opened)
         stream = _video_stream(self._container, self.path)
+        self._time_base = float(stream.time_base) if stream.time_base else None
         if self.threads != 1:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = self.threads
+        if reference_only:  # frames no other frame refers to (most B-frames) are not decoded at all
+            stream.codec_context.skip_frame = "NONREF"
         errors = 0
         try:
             for packet in self._container.demux(stream):
@@ -381,7 +390,94 @@ class Video:
         their last index. A window the file ends before (truncated file) is padded with its last
         decoded frame if it got any frame, and skipped otherwise; ``self.frames_decoded`` says how far
         decoding got.
+
+        With ``frame_tolerance`` > 0 only reference frames are decoded (the decoder skips frames no
+        other frame refers to: most B-frames, ~40% of x264's output, decoding ~1.5-1.9× faster) and
+        each wanted frame is served by the nearest decoded frame whose time is within the tolerance
+        of its own (``max_frame_offset`` records the largest offset used). Window membership and
+        frame times stay exact, so clip boundaries do not move; a window with a frame that no decoded
+        frame is close enough to (or a stream without timestamps) is decoded exactly instead.
         """
+        self.max_frame_offset = 0.0
+        if self.frame_tolerance > 0:
+            yield from self._iter_windows_reference(windows)
+            return
+        yield from self._iter_windows_exact(windows)
+
+    def _iter_windows_reference(self, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`iter_windows` from reference frames only (see there); exact for what they cannot serve."""
+        for idx in windows:
+            if len(idx) == 0 or min(idx) < 0:
+                yield from self._iter_windows_exact(windows)  # its errors
+                return
+        tol = self.frame_tolerance
+        self.incomplete_windows = 0
+        wanted: dict[int, list[tuple[int, int]]] = {}
+        failed: set[int] = set()  # windows decoded exactly afterwards
+        for w, idx in enumerate(windows):
+            for slot, i in enumerate(idx):
+                if int(i) >= len(self._times):  # past the frames the file lists: the exact path pads
+                    failed.add(w)
+                wanted.setdefault(int(i), []).append((w, slot))
+        targets = sorted(i for i in wanted if i < len(self._times))
+        remaining = [len(idx) for idx in windows]
+        buffers: dict[int, list] = {}
+        self.frames_decoded = 0
+        rotation = self.info.rotation
+        prev = None  # (time, frame, rgb or None) of the last decoded frame
+        p = 0
+
+        def assign(target: int, chosen, offset: float):
+            if offset > tol + 1e-9:
+                failed.update(w for w, _ in wanted[target])
+                return
+            if chosen[2] is None:
+                chosen[2] = _to_rgb(chosen[1], rotation)
+            self.max_frame_offset = max(self.max_frame_offset, offset)
+            for w, slot in wanted[target]:
+                buffers.setdefault(w, [None] * len(windows[w]))[slot] = chosen[2]
+                remaining[w] -= 1
+                if remaining[w] == 0 and w not in failed:
+                    finished.append(w)
+
+        finished: list[int] = []
+        for frame in self._decoder(reference_only=True):
+            if frame.pts is None or self._time_base is None:
+                failed.update(range(len(windows)))  # cannot place frames in time: decode exactly
+                break
+            cur = [frame.pts * self._time_base - self._time_origin, frame, None]
+            self.frames_decoded = int(np.searchsorted(self._times, cur[0] + 1e-6, side="right"))
+            while p < len(targets) and self._times[targets[p]] <= cur[0] + 1e-9:
+                t = self._times[targets[p]]
+                near = prev if prev is not None and t - prev[0] <= cur[0] - t else cur
+                assign(targets[p], near, abs(near[0] - t))
+                p += 1
+            for w in finished:
+                yield w, np.stack(buffers.pop(w))
+            finished.clear()
+            prev = cur
+            if p == len(targets):
+                break
+        while p < len(targets):  # past the last decoded frame
+            if prev is None:
+                failed.update(w for w, _ in wanted[targets[p]])
+            else:
+                assign(targets[p], prev, abs(self._times[targets[p]] - prev[0]))
+            p += 1
+        for w in finished:
+            yield w, np.stack(buffers.pop(w))
+        self.close()
+        redo = sorted(failed)
+        if redo:
+            log.debug(
+                "%s: %d windows decoded exactly (no reference frame within %.3f s)", self.path.name, len(redo), tol
+            )
+            offset = self.max_frame_offset
+            for j, frames in self._iter_windows_exact([windows[w] for w in redo]):
+                yield redo[j], frames
+            self.max_frame_offset = offset
+
+    def _iter_windows_exact(self, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, np.ndarray]]:
         self.incomplete_windows = 0
         wanted: dict[int, list[tuple[int, int]]] = {}
         remaining: list[int] = []
