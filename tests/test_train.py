@@ -175,3 +175,27 @@ def test_head_stage_trains_only_the_head_on_mined_negatives(train_dir, tmp_path)
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
     assert json.loads(meta["head_train_config"])["steps"] == 4 and "train_config" in meta
+
+
+def test_head_stage_can_give_an_order_blind_head_frame_positions(train_dir, tmp_path):
+    from retrieval import create_model
+    from retrieval.training.head import HeadTrainCfg, train_head
+
+    stage1 = tmp_path / "s1.safetensors"
+    train(_cfg(train_dir, stage1, steps=2, vtm_weight=0.0), progress=False)
+    assert create_model(None, pretrained=stage1).match_head.frame_embedding is None
+    out = tmp_path / "head.safetensors"
+    cfg = HeadTrainCfg(checkpoint=str(stage1), data=str(train_dir), output=str(out), steps=3, batch_size=8,
+                       neighbours=4, warmup_steps=1, frame_positions=True, save_dtype="float32")  # fmt: skip
+    train_head(cfg, progress=False)
+    model = create_model(None, pretrained=out)
+    assert model.config.match_head.frame_positions == 1 + model.num_frames
+    emb = model.match_head.frame_embedding
+    assert emb is not None and emb.shape == (1 + model.num_frames, model.config.match_head.width)
+    assert emb.abs().sum() > 0  # trained from zero
+    head = model.match_head
+    v = torch.randn(2, 1 + model.num_frames, head.video_in.in_features)
+    t = torch.randn(2, 5, head.text_in.in_features)
+    ids = torch.tensor([[1, 5, 7, 49407, 0], [1, 9, 49407, 0, 0]])
+    with torch.no_grad():  # order now changes the logits
+        assert not torch.allclose(head(t, ids, v), head(t, ids, v.flip(1)))

@@ -44,6 +44,7 @@ class HeadTrainCfg:
     neighbours: int = 16  # ITC top-k (per text and per video) that hard negatives are drawn from
     samplings: int = 2  # token sets per clip: the middle frames (as at search time) + random frames
     reinit_head: bool = False  # start the head from scratch instead of the stage-1 head
+    frame_positions: bool = False  # give an order-blind stage-1 head a frame-order embedding (zero-init) first
     seed: int = 0
     log_every: int = 10
     num_threads: int = 1
@@ -153,6 +154,9 @@ def train_head(cfg: HeadTrainCfg, progress: bool = True) -> Path:
     for p in model.parameters():
         p.requires_grad_(False)
     head = model.match_head
+    if cfg.frame_positions and head.frame_embedding is None:
+        model.config.match_head.frame_positions = 1 + model.num_frames  # saved with the weights
+        head.frame_embedding = torch.nn.Parameter(torch.zeros(1 + model.num_frames, model.config.match_head.width))
     if cfg.reinit_head:
         torch.manual_seed(cfg.seed)
         for m in head.modules():
