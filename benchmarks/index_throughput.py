@@ -126,6 +126,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generated library and home")
     ap.add_argument("--executor", choices=["local", "ray"], default="local", help="ray: also time the Ray executor")
     ap.add_argument("--no-memory", action="store_true", help="skip the index memory table")
+    ap.add_argument(
+        "--library", default=None, help="use the cam_*.mp4 files of this folder (kept) instead of generating"
+    )
     args = ap.parse_args()
 
     from indexer.pipeline import IndexOptions, run_index, token_layout
@@ -135,13 +138,14 @@ def main() -> None:
     clip_seconds = float(resolve("clip_seconds", args.clip_seconds))
     stride = float(resolve("clip_stride", None) or clip_seconds)
     tmp = Path(tempfile.mkdtemp(prefix="vtr-bench-"))
-    lib = tmp / "lib"
-    lib.mkdir()
+    lib = Path(args.library) if args.library else tmp / "lib"
+    lib.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     files = []
     for i in range(args.files):
         p = lib / f"cam_{i:03d}.mp4"
-        make_camera_like(p, args.seconds, args.size, args.fps, seed=i + 1)
+        if not (args.library and p.exists()):
+            make_camera_like(p, args.seconds, args.size, args.fps, seed=i + 1)
         files.append(str(p))
     print(f"library: {args.files} files x {args.seconds:g} s, {args.size} @ {args.fps} fps H.264 "
           f"(generated in {time.perf_counter() - t0:.1f} s); {args.workers} workers, {os.cpu_count()} CPUs")  # fmt: skip
@@ -162,7 +166,7 @@ def main() -> None:
 
         runs["ray"] = []
         t0 = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
                  object_store_memory=512 << 20, log_to_driver=False,
                  _system_config=LOCAL_SYSTEM_CONFIG)  # fmt: skip
         ray_init = time.perf_counter() - t0
