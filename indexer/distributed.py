@@ -171,7 +171,7 @@ def _get_decoder(cfg, run_id: str, fresh: bool = False):
     global _decoder
     from indexer.pool import _mp_context, _Worker
 
-    if _decoder is not None and (fresh or _decoder[0] != run_id):
+    if _decoder is not None and (fresh or _decoder[0] != run_id or not _decoder[1].proc.is_alive()):
         _decoder[1].kill()
         _decoder = None
     if _decoder is None:
@@ -188,7 +188,11 @@ def _supervise(job, cfg, file_timeout: float, run_id: str):
     crash = None
     for attempt in (1, 2):
         w = _get_decoder(cfg, run_id, fresh=attempt > 1)
-        w.assign(job)
+        try:
+            w.assign(job)
+        except OSError:  # it died between files
+            crash = "the decoder process crashed on this file"
+            continue
         while True:
             limit = file_timeout if w.started else max(_STARTUP_LIMIT, file_timeout)
             wait = min(1.0, max(0.01, w.last_seen + limit - time.monotonic()))
@@ -215,6 +219,7 @@ def _supervise(job, cfg, file_timeout: float, run_id: str):
                 _get_decoder(cfg, run_id, fresh=True)  # kill the stuck decoder; the next file gets a new one
                 yield ("error", job.job_id, f"timed out: no decoding progress for {file_timeout:g} s")
                 return
+    _get_decoder(cfg, run_id, fresh=True)  # the next file gets a live decoder
     yield ("error", job.job_id, f"{crash} (twice)")
 
 
