@@ -62,7 +62,7 @@ class QueryEncoder:
         self.batcher = MicroBatcher(self._encode_text_batch, max_text_batch)
         # concurrent re-rankings (each: one query text against its top candidates' token sets)
         # run as one matching-head pass: see :meth:`rerank`
-        self.rerank_batcher = MicroBatcher(self._rerank_batch, max_rerank_batch)
+        self.rerank_batcher = MicroBatcher(self._rerank_batch, max_rerank_batch, lanes=os.cpu_count() or 1)
         self._traces: dict[tuple, tuple[Any, Any]] = {}  # (id(owner), method) -> (owner, traced call)
         self._trace_lock = threading.Lock()
         self._cache: OrderedDict[str, EncodedText] = OrderedDict()

@@ -38,6 +38,7 @@ SETTINGS: list[Setting] = [
     Setting("host", "VTR_HOST", "127.0.0.1", "Address `vtr serve` listens on (0.0.0.0 exposes it to the network).", flag="--host"),
     Setting("port", "VTR_PORT", 8000, "TCP port of `vtr serve`.", cast=int, flag="--port"),
     Setting("server_threads", "VTR_SERVER_THREADS", 8, "Worker threads of the WSGI server; concurrent text queries are batched into one encode.", cast=int, flag="--threads"),
+    Setting("server_workers", "VTR_SERVER_WORKERS", 1, "Server processes of `vtr serve`, each with --threads threads and its own model, sharing one listening socket (more than 1: queries use more than one core).", cast=int, flag="--workers"),
     Setting("rerank_k", "VTR_RERANK_K", 64, "How many top embedding (ITC) candidates the matching head re-ranks per query (0 turns re-ranking off).", cast=int, flag="--rerank-k"),
     Setting("min_match_probability", "VTR_MIN_MATCH_PROBABILITY", 0.5, "A search answers no_good_match=true when its best hit's match_probability is below this (the UI then says nothing matches well); null when the hit has no probability.", cast=float, flag="--min-match-probability"),
     Setting("relative_paths", "VTR_RELATIVE_PATHS", False, "API and UI show video paths relative to their library root instead of absolute server paths.", cast=lambda v: v.lower() in ("1", "true", "yes", "on")),

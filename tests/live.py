@@ -25,13 +25,22 @@ def vtr_exe() -> str:
 class LiveServer:
     """``with LiveServer(home, model=..., env={...}) as srv:`` — ``srv.url``, ``srv.pid``; stopped on exit."""
 
-    def __init__(self, home, *, model: str | None = None, threads: int = 4, env: dict | None = None, log=None):
+    def __init__(self, home, *, model: str | None = None, threads: int = 4, env: dict | None = None, log=None, args=()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [vtr_exe(), "serve", "--home", str(home), "--port", str(self.port), "--threads", str(threads)]
+        cmd = [
+            vtr_exe(),
+            "serve",
+            "--home",
+            str(getattr(home, "root", home)),  # a DataHome or a path
+            "--port",
+            str(self.port),
+            "--threads",
+            str(threads),
+        ]
         if model:
             cmd += ["--model", model]
-        self.cmd = cmd
+        self.cmd = cmd + list(args)
         self.env = {**os.environ, "VTR_RATE_LIMIT": "0", **(env or {})}
         self.log = log
         self.proc: subprocess.Popen | None = None

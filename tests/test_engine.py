@@ -432,3 +432,30 @@ def test_engine_and_api_on_a_postgresql_catalog(tmp_path, tiny, postgres_url):
     out = eng.delete_video(hits[0]["video_id"])
     assert out["clips_removed"] == 2 and eng.stats()["clips"] == 4
     eng.close()
+
+
+def test_microbatcher_lanes_run_batches_side_by_side():
+    """Two lanes: two batches at once, each caller's result its own, no item run twice or lost."""
+    running, peak, seen = [0], [0], []
+    lock = threading.Lock()
+
+    def slow_double(items):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            seen.extend(items)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return [2 * x for x in items]
+
+    mb = MicroBatcher(slow_double, max_batch=3, lanes=2)
+    results = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, mb(i))) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == {i: 2 * i for i in range(20)}
+    assert sorted(seen) == list(range(20)) and peak[0] == 2
+    assert mb.items == 20 and mb._running == 0 and not mb._pending

@@ -110,7 +110,8 @@ def test_concurrent_searches_share_head_passes_and_rank_as_alone(engine):
             gate.wait(10)
         return real(items)
 
-    batcher.fn = held
+    batcher.fn, lanes = held, batcher.lanes
+    batcher.lanes = 1  # one lane, held: every other query must queue behind it
     got, errors = {}, []
 
     def worker(i):
@@ -133,7 +134,7 @@ def test_concurrent_searches_share_head_passes_and_rank_as_alone(engine):
         for t in threads:
             t.join(30)
     finally:
-        batcher.fn = real
+        batcher.fn, batcher.lanes = real, lanes
     assert not errors
     assert calls[0] == 1 and max(calls) > 1  # the nine waiting queries shared passes
     for q, hits in got.values():

@@ -172,10 +172,11 @@ def _check_can_listen(host: str, port: int) -> None:
             ) from exc
 
 
-def run_server(app, host: str, port: int, threads: int) -> None:
+def run_server(app, host: str, port: int, threads: int, sockets=None) -> None:
     """Serve ``app`` with waitress (a production WSGI server: thread pool, no debugger, no reloader).
 
-    The app's engine is closed when the server stops (:func:`webapp.state.close_app`).
+    ``sockets``: already listening sockets to serve (a ``--workers`` worker) instead of binding
+    ``host:port``. The app's engine is closed when the server stops (:func:`webapp.state.close_app`).
     """
     import logging
 
@@ -184,9 +185,11 @@ def run_server(app, host: str, port: int, threads: int) -> None:
     from webapp.state import close_app
 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" chatter under load
-    _check_can_listen(host, port)  # waitress leaks its wake-up pipe when binding fails
+    where = {"sockets": sockets} if sockets else {"host": host, "port": port}
+    if not sockets:
+        _check_can_listen(host, port)  # waitress leaks its wake-up pipe when binding fails
     try:
-        waitress_serve(app, host=host, port=port, threads=threads, ident="vtr", channel_timeout=120, clear_untrusted_proxy_headers=True)  # fmt: skip
+        waitress_serve(app, **where, threads=threads, ident="vtr", channel_timeout=120, clear_untrusted_proxy_headers=True)  # fmt: skip
     except OSError as exc:  # port taken, address not on this machine, privileged port
         raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host/--port"
@@ -195,27 +198,38 @@ def run_server(app, host: str, port: int, threads: int) -> None:
         close_app(app)
 
 
+def _serving_app(home, db, model, checkpoint, rerank_k):
+    """Load the engine (model, index, catalog) and build the app around it: once per server process."""
+    from webapp import create_app
+
+    set_torch_threads(server=True)
+    engine = _engine(home, db, model, checkpoint, rerank_k).load()
+    app = create_app({"ENGINE": engine, "HOME": str(engine.home.root), "DB": db, "MODEL": model, "CHECKPOINT": checkpoint, "RERANK_K": engine.rerank_k})  # fmt: skip
+    return engine, app
+
+
 @click.command("serve")
 @_setting_option("host")
 @_setting_option("port", type=click.IntRange(0, 65535))
 @_setting_option("server_threads", type=click.IntRange(1, 256))
+@_setting_option("server_workers", type=click.IntRange(1, 64))
 @engine_options
-def serve(host, port, server_threads, home, db, model, checkpoint, rerank_k):
+def serve(host, port, server_threads, server_workers, home, db, model, checkpoint, rerank_k):
     """Serve the web UI and the JSON API (http://127.0.0.1:8000 by default)."""
     import logging
 
-    from webapp import create_app
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host, port, threads = (
+    host, port, threads, workers = (
         resolve("host", host),
         int(resolve("port", port)),
         int(resolve("server_threads", server_threads)),
+        int(resolve("server_workers", server_workers)),
     )
-    set_torch_threads(server=True)
     prepare_home(home, db)  # an empty or new home serves too; POST /api/v1/index fills it
-    engine = _engine(home, db, model, checkpoint, rerank_k).load()
-    app = create_app({"ENGINE": engine, "HOME": str(engine.home.root), "DB": db, "MODEL": model, "CHECKPOINT": checkpoint, "RERANK_K": engine.rerank_k})  # fmt: skip
+    if workers > 1:
+        _serve_workers(host, port, threads, workers, (home, db, model, checkpoint, rerank_k))
+        return
+    engine, app = _serving_app(home, db, model, checkpoint, rerank_k)
     stats = engine.stats()
     click.echo(
         f"vtr: {stats['videos']} videos, {stats['clips']} clips, {stats['texts']} captions, model {engine.model_name}"
@@ -225,6 +239,25 @@ def serve(host, port, server_threads, home, db, model, checkpoint, rerank_k):
         click.echo(f"vtr: {stats['message']}")
     click.echo(f"serving on http://{host}:{port}  (Ctrl-C to stop)")
     run_server(app, host, port, threads)
+
+
+def _serve_workers(host: str, port: int, threads: int, workers: int, engine_args: tuple) -> None:
+    """``--workers N``: bind here, fork N processes that each load the engine and serve the socket."""
+    from webapp.workers import listen_socket, serve_workers
+
+    try:
+        sock = listen_socket(host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --host/--port"
+        ) from exc
+
+    def serve_one(s) -> None:
+        _, app = _serving_app(*engine_args)
+        run_server(app, host, port, threads, sockets=[s])
+
+    click.echo(f"serving on http://{host}:{port} with {workers} worker processes x {threads} threads  (Ctrl-C to stop)")
+    sys.exit(serve_workers(sock, workers, serve_one))
 
 
 # ---------------------------------------------------------------------------------------------
