@@ -36,6 +36,7 @@ class IndexOptions:
     workers: int | None = setting("index_workers", int, 1)
     batch_size: int | None = setting("index_batch_size", int, 1)
     file_timeout: float | None = setting("file_timeout", float, 0.1)
+    frame_tolerance: float | None = setting("frame_tolerance", float, 0.0)
     index_factory: str | None = setting("index_factory")
     executor: str | None = setting("index_executor")
     ray_address: str | None = setting("ray_address")
@@ -65,6 +66,7 @@ class IndexOptions:
         o.workers = int(resolve("index_workers", o.workers) or os.cpu_count() or 1)
         o.batch_size = int(resolve("index_batch_size", o.batch_size))
         o.file_timeout = float(resolve("file_timeout", o.file_timeout))
+        o.frame_tolerance = float(resolve("frame_tolerance", o.frame_tolerance))
         o.index_factory = resolve("index_factory", o.index_factory) or "auto"
         o.executor = (resolve("index_executor", o.executor) or "local").lower()
         o.ray_address = resolve("ray_address", o.ray_address) or None
@@ -80,6 +82,8 @@ class IndexOptions:
             raise InvalidInput("--batch-size must be at least 1")
         if o.file_timeout <= 0:
             raise InvalidInput("--file-timeout must be positive")
+        if o.frame_tolerance < 0:
+            raise InvalidInput("--frame-tolerance must be 0 (exact frames) or positive")
         if o.executor not in EXECUTORS:
             raise InvalidInput(f"--executor must be one of {', '.join(EXECUTORS)}, not {o.executor!r}")
         return o

@@ -414,6 +414,7 @@ def run_index(opts: IndexOptions) -> IndexReport:
                 preprocess=preprocess,
                 thumbnail_size=opts.thumbnail_size,
                 decode_threads=1,
+                frame_tolerance=opts.frame_tolerance,
             )
             bar = None
             if opts.progress and todo:

@@ -31,6 +31,7 @@ class WorkerConfig:
     preprocess: object  # retrieval.frames.VideoTransform from the model's factory
     thumbnail_size: int  # longest side; 0 = none
     decode_threads: int = 1
+    frame_tolerance: float = 0.0  # seconds; > 0: decode reference frames only (retrieval.decode.Video)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
     crash_point("decoder:" + os.path.basename(job.path))  # test hook: this file kills its decoder
     try:
         fp = fingerprint(job.path, job.size)
-        with Video(job.path, threads=cfg.decode_threads) as video:
+        with Video(job.path, threads=cfg.decode_threads, frame_tolerance=cfg.frame_tolerance) as video:
             info = video.info
             plans = plan_clips(video.frame_times(), info.duration, cfg.clip_seconds, cfg.stride, cfg.num_frames)
             emit(("info", job.job_id, info.to_dict(), fp, plans))

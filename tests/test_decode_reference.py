@@ -77,3 +77,15 @@ def test_windows_past_the_end_are_padded_as_in_exact_decoding(bframes_video):
     with Video(bframes_video, frame_tolerance=0.1) as v:
         fast = dict(v.iter_windows(beyond))
     np.testing.assert_array_equal(fast[0], exact[0])
+
+
+def test_vtr_index_takes_the_tolerance_from_flag_or_environment(monkeypatch):
+    from indexer.options import IndexOptions
+    from retrieval.errors import InvalidInput
+
+    assert IndexOptions(["x"]).resolved().frame_tolerance == 0.0  # exact unless asked
+    monkeypatch.setenv("VTR_FRAME_TOLERANCE", "0.1")
+    assert IndexOptions(["x"]).resolved().frame_tolerance == 0.1
+    assert IndexOptions(["x"], frame_tolerance=0.05).resolved().frame_tolerance == 0.05
+    with pytest.raises(InvalidInput, match="frame-tolerance"):
+        IndexOptions(["x"], frame_tolerance=-1).resolved()
