@@ -141,9 +141,10 @@ def test_shipped_model_retrieves_on_a_fresh_split(test_split):
 @pytest.mark.skipif(not SHIPPED_EVAL.is_file(), reason="shipped eval report not present")
 def test_shipped_eval_report_is_complete():
     report = json.loads(SHIPPED_EVAL.read_text())
-    assert report["data"]["videos"] == 1000 and report["rerank_k"] == 128
+    assert report["data"]["videos"] == 1000 and report["rerank_k"] == 64  # the service's rerank_k
+    assert report["default_ranking"] == "fused" and report["ranking"]["match_weight"] >= 0
     for direction in ("t2v", "v2t"):
-        for method in ("itc", "dsl", "match"):
+        for method in ("itc", "dsl", "match", "fused"):
             subsets = report["results"][direction][method]
             assert {"all", "binding", "direction_order", "static"} <= set(subsets)
 
