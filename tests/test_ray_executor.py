@@ -140,6 +140,7 @@ def test_cli_starts_a_local_runtime_and_matches_the_local_executor(library, tmp_
 
 
 @needs_ray
+@pytest.mark.slow  # a two-node cluster costs minutes on 2 cores; `make test-all` runs it
 def test_two_node_cluster_matches_and_survives_a_killed_driver(library, tmp_path, cluster):
     """The driver SIGKILLs itself after its first commit; the next run completes to the same home."""
     home = tmp_path / "home"
@@ -172,6 +173,7 @@ def _actor_pids() -> list[int]:
 
 
 @needs_ray
+@pytest.mark.slow  # a two-node cluster costs minutes on 2 cores; `make test-all` runs it
 def test_killed_actor_and_worker_deaths_on_a_two_node_cluster(library, tmp_path, cluster, monkeypatch):
     """An embedding actor SIGKILLed mid-run is restarted by Ray; files that kill their decoder or their
     Ray worker every time are retried once, then recorded as failed with the reason."""
