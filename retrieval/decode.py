@@ -15,19 +15,24 @@ them; ``VideoInfo.width/height`` are the displayed (rotated) size.
 
 Every failure a user's file can cause is a :class:`~retrieval.errors.DecodeError` whose message says
 what is wrong with the file ("empty file (0 bytes)", "no video stream (audio only)", ...).
+
+Two pieces that need no decoder live next door, so this module keeps the reading itself: the checks
+and messages about a file that will not decode (:mod:`retrieval.decode_errors`), and which decoded
+frame fills which clip window, exact or within ``frame_tolerance`` (:mod:`retrieval.decode_windows`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from retrieval.decode_errors import check_deadline, check_file, open_error, reference_file
+from retrieval.decode_windows import iter_windows_exact, iter_windows_reference
 from retrieval.errors import DecodeError, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -55,47 +60,6 @@ class VideoInfo:
 
 
 # ---------------------------------------------------------------------------------------------
-# errors
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DecodeError(f"{path}: file not found")
-    if not path.is_file():
-        raise DecodeError(f"{path}: not a regular file")
-    size = path.stat().st_size
-    if size == 0:
-        raise DecodeError(f"{path.name}: empty file (0 bytes)")
-
-
-def _looks_like_text(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-    except OSError:
-        return False
-    if not head or b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _open_error(path: Path, exc: Exception) -> DecodeError:
-    if isinstance(exc, PermissionError) or "Permission denied" in str(exc):
-        return DecodeError(f"{path.name}: permission denied")
-    if _looks_like_text(path):
-        return DecodeError(f"{path.name}: not a video file (it contains text)")
-    reason = getattr(exc, "strerror", None) or str(exc)
-    return DecodeError(
-        f"{path.name}: cannot open as a video ({reason}); the file is corrupt, truncated without its index, "
-        "or not a video"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # PyAV helpers
 
 
@@ -118,7 +82,7 @@ def _only_this_file(path: Path, opened: list):
 
     def io_open(url: str, flags: int, options: dict):
         if url != name:
-            raise _reference_file(path)
+            raise reference_file(path)
         fh = open(name, "rb")
         opened.append(fh)  # PyAV does not close what io_open returns: the caller does (Video.close)
         return fh
@@ -130,22 +94,16 @@ def _only_this_file(path: Path, opened: list):
 _REFERENCE_FORMATS = frozenset({"concat", "hls", "dash", "sdp", "rtp", "rtsp", "tee"})
 
 
-def _reference_file(path: Path) -> DecodeError:
-    return DecodeError(
-        f"{path.name}: is a playlist or reference file (it points to other files or URLs); send the video itself"
-    )
-
-
 def _open_container(path: Path, self_contained: bool = False, opened: list | None = None):
     av = _av()
     extra = {"io_open": _only_this_file(path, opened if opened is not None else [])} if self_contained else {}
     try:
         container = av.open(str(path), metadata_errors="ignore", **extra)
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _open_error(path, exc) from exc
+        raise open_error(path, exc) from exc
     if self_contained and set(container.format.name.split(",")) & _REFERENCE_FORMATS:
         container.close()
-        raise _reference_file(path)
+        raise reference_file(path)
     return container
 
 
@@ -163,12 +121,6 @@ def _video_stream(container, path: Path):
 def _codec_name(stream) -> str:
     codec = stream.codec_context.codec
     return getattr(codec, "canonical_name", None) or codec.name
-
-
-def _to_rgb(frame, rotation: int) -> np.ndarray:
-    arr = frame.to_ndarray(format="rgb24")
-    k = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
 
 
 def _frame_rotation(frame) -> int:
@@ -198,19 +150,6 @@ def _index_times(stream, path: Path) -> list[float] | None:
     return sorted(times) if times else None
 
 
-def _check_deadline(deadline: float | None, path: Path) -> None:
-    """Raise when a decode with a deadline (``time.monotonic()`` value) has run past it.
-
-    Why: a search query file is decoded inside a request; a small upload can hold millions of cheap
-    frames (or huge ones) and would otherwise keep a server thread busy for minutes. The indexer
-    needs none of this: its decoders are processes it kills on a timeout.
-    """
-    if deadline is not None and time.monotonic() > deadline:
-        raise DecodeError(
-            f"{path.name}: decoding took too long (too many or too large frames); send a shorter or smaller clip"
-        )
-
-
 def _demux_times(container, stream, deadline: float | None = None, path: Path = Path("video")) -> list[float]:
     """Per-frame timestamps by reading packets (no decoding): for MKV/WebM and broken indexes."""
     av = _av()
@@ -220,7 +159,7 @@ def _demux_times(container, stream, deadline: float | None = None, path: Path = 
     try:
         for pkt in container.demux(stream):
             if deadline is not None and count % 256 == 0:
-                _check_deadline(deadline, path)
+                check_deadline(deadline, path)
             if pkt.size == 0:
                 continue
             ts = pkt.pts if pkt.pts is not None else pkt.dts
@@ -260,7 +199,7 @@ class Video:
         self.deadline = deadline  # time.monotonic() after which decoding stops with a DecodeError
         self.self_contained = self_contained  # refuse playlists that open other files/URLs (untrusted input)
         self._opened: list = []  # file objects handed to ffmpeg through io_open (self_contained only)
-        _check_file(self.path)
+        check_file(self.path)
         self._container = None
         try:
             self._container = _open_container(self.path, self_contained, self._opened)
@@ -291,7 +230,7 @@ class Video:
         first = None
         try:
             for packet in self._container.demux(stream):  # = container.decode(stream), with a deadline check
-                _check_deadline(self.deadline, self.path)
+                check_deadline(self.deadline, self.path)
                 frames = packet.decode()
                 if frames:
                     first = frames[0]
@@ -369,7 +308,7 @@ class Video:
         errors = 0
         try:
             for packet in self._container.demux(stream):
-                _check_deadline(self.deadline, self.path)
+                check_deadline(self.deadline, self.path)
                 try:
                     frames = packet.decode()
                 except av.FFmpegError:
@@ -400,127 +339,9 @@ class Video:
         """
         self.max_frame_offset = 0.0
         if self.frame_tolerance > 0:
-            yield from self._iter_windows_reference(windows)
+            yield from iter_windows_reference(self, windows)
             return
-        yield from self._iter_windows_exact(windows)
-
-    def _iter_windows_reference(self, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, np.ndarray]]:
-        """:meth:`iter_windows` from reference frames only (see there); exact for what they cannot serve."""
-        for idx in windows:
-            if len(idx) == 0 or min(idx) < 0:
-                yield from self._iter_windows_exact(windows)  # its errors
-                return
-        tol = self.frame_tolerance
-        self.incomplete_windows = 0
-        wanted: dict[int, list[tuple[int, int]]] = {}
-        failed: set[int] = set()  # windows decoded exactly afterwards
-        for w, idx in enumerate(windows):
-            for slot, i in enumerate(idx):
-                if int(i) >= len(self._times):  # past the frames the file lists: the exact path pads
-                    failed.add(w)
-                wanted.setdefault(int(i), []).append((w, slot))
-        targets = sorted(i for i in wanted if i < len(self._times))
-        remaining = [len(idx) for idx in windows]
-        buffers: dict[int, list] = {}
-        self.frames_decoded = 0
-        rotation = self.info.rotation
-        prev = None  # (time, frame, rgb or None) of the last decoded frame
-        p = 0
-
-        def assign(target: int, chosen, offset: float):
-            if offset > tol + 1e-9:
-                failed.update(w for w, _ in wanted[target])
-                return
-            if chosen[2] is None:
-                chosen[2] = _to_rgb(chosen[1], rotation)
-            self.max_frame_offset = max(self.max_frame_offset, offset)
-            for w, slot in wanted[target]:
-                buffers.setdefault(w, [None] * len(windows[w]))[slot] = chosen[2]
-                remaining[w] -= 1
-                if remaining[w] == 0 and w not in failed:
-                    finished.append(w)
-
-        finished: list[int] = []
-        for frame in self._decoder(reference_only=True):
-            if frame.pts is None or self._time_base is None:
-                failed.update(range(len(windows)))  # cannot place frames in time: decode exactly
-                break
-            cur = [frame.pts * self._time_base - self._time_origin, frame, None]
-            self.frames_decoded = int(np.searchsorted(self._times, cur[0] + 1e-6, side="right"))
-            while p < len(targets) and self._times[targets[p]] <= cur[0] + 1e-9:
-                t = self._times[targets[p]]
-                near = prev if prev is not None and t - prev[0] <= cur[0] - t else cur
-                assign(targets[p], near, abs(near[0] - t))
-                p += 1
-            for w in finished:
-                yield w, np.stack(buffers.pop(w))
-            finished.clear()
-            prev = cur
-            if p == len(targets):
-                break
-        while p < len(targets):  # past the last decoded frame
-            if prev is None:
-                failed.update(w for w, _ in wanted[targets[p]])
-            else:
-                assign(targets[p], prev, abs(self._times[targets[p]] - prev[0]))
-            p += 1
-        for w in finished:
-            yield w, np.stack(buffers.pop(w))
-        self.close()
-        redo = sorted(failed)
-        if redo:
-            log.debug(
-                "%s: %d windows decoded exactly (no reference frame within %.3f s)", self.path.name, len(redo), tol
-            )
-            offset = self.max_frame_offset
-            for j, frames in self._iter_windows_exact([windows[w] for w in redo]):
-                yield redo[j], frames
-            self.max_frame_offset = offset
-
-    def _iter_windows_exact(self, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, np.ndarray]]:
-        self.incomplete_windows = 0
-        wanted: dict[int, list[tuple[int, int]]] = {}
-        remaining: list[int] = []
-        for w, idx in enumerate(windows):
-            if len(idx) == 0:
-                raise InvalidInput(f"window {w} has no frame indices")
-            if min(idx) < 0:
-                raise InvalidInput("frame indices must be non-negative")
-            remaining.append(len(idx))
-            for slot, i in enumerate(idx):
-                wanted.setdefault(int(i), []).append((w, slot))
-        buffers: dict[int, list[np.ndarray | None]] = {}
-        last_needed = max(wanted) if wanted else -1
-        self.frames_decoded = 0
-        rotation = self.info.rotation
-        done: set[int] = set()
-        for i, frame in enumerate(self._decoder()):
-            self.frames_decoded = i + 1
-            users = wanted.get(i)
-            if users:
-                arr = _to_rgb(frame, rotation)
-                for w, slot in users:
-                    buf = buffers.setdefault(w, [None] * len(windows[w]))
-                    buf[slot] = arr
-                    remaining[w] -= 1
-                    if remaining[w] == 0:
-                        done.add(w)
-                        yield w, np.stack(buffers.pop(w))
-            if i >= last_needed:
-                break
-        self.incomplete_windows = 0
-        for w in sorted(buffers):  # file ended early: pad partially decoded windows
-            buf = buffers[w]
-            got = [b for b in buf if b is not None]
-            if not got:
-                continue
-            self.incomplete_windows += 1
-            filled, prev = [], got[0]
-            for b in buf:
-                prev = b if b is not None else prev
-                filled.append(prev)
-            yield w, np.stack(filled)
-        self.close()
+        yield from iter_windows_exact(self, windows)
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 [N,H,W,3], in request order."""
