@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.atomic import atomic_write_json, fsync_dir
-from retrieval.crashpoints import crash_point
+from retrieval.atomic import atomic_write_json
 from retrieval.errors import IndexMismatch, InvalidInput, NotFound, StoreError
 
 log = logging.getLogger(__name__)
@@ -237,42 +236,11 @@ class TokenStore:
         """Rewrite the store with only ``keep_ids`` (the catalog's clips); returns rows dropped.
 
         Written as a new generation and switched to by one atomic ``meta.json`` replace, so a crash
-        mid-compaction leaves the old generation intact.
+        mid-compaction leaves the old generation intact (:mod:`retrieval.token_compaction`).
         """
-        if self.readonly:
-            raise StoreError("token store opened read-only")
-        self._merge_recent()
-        keep = np.intersect1d(np.asarray(keep_ids, dtype=np.int64), self._ids)
-        total_rows = sum(self._rows.values())
-        old_gen = self.generation
-        new_gen = old_gen + 1
-        for p in self.root.glob(f"g{new_gen}-*"):
-            p.unlink()  # leftovers of an interrupted compaction
-        chunk = 4096
-        for s0 in range(0, len(keep), ROWS_PER_SHARD):
-            shard_ids = keep[s0 : s0 + ROWS_PER_SHARD]
-            shard = s0 // ROWS_PER_SHARD
-            with (
-                open(self._shard_path(shard, "vec", new_gen), "wb") as fv,
-                open(self._shard_path(shard, "tok", new_gen), "wb") as ft,
-            ):
-                for c0 in range(0, len(shard_ids), chunk):
-                    part = shard_ids[c0 : c0 + chunk]
-                    fv.write(self.get_vectors(part).tobytes())
-                    ft.write(self.get_tokens(part).tobytes())
-                _fsync(fv)
-                _fsync(ft)
-            with open(self._shard_path(shard, "ids", new_gen), "wb") as fi:
-                fi.write(shard_ids.tobytes())
-                _fsync(fi)
-        fsync_dir(self.root)  # the new shards' names are durable before meta.json points at them
-        crash_point("token_compact:written")
-        self.generation = new_gen
-        self._write_meta()  # the switch: one atomic rename
-        crash_point("token_compact:switched")
-        self.remove_stale_generations()
-        self._load_index()
-        return total_rows - len(keep)
+        from retrieval.token_compaction import compact  # imported here: that module imports this one
+
+        return compact(self, keep_ids)
 
     def remove_stale_generations(self) -> int:
         """Delete shard files of other generations (left by a compaction that was interrupted); returns how many.
@@ -280,18 +248,9 @@ class TokenStore:
         Readers that have not refreshed since a compaction keep their memory maps of the old files, which
         stay valid after the unlink.
         """
-        if self.readonly:
-            raise StoreError("token store opened read-only")
-        removed = 0
-        for p in self.root.glob("g*-*.*"):
-            if p.name.startswith(f"g{self.generation}-") or p.suffix not in (".ids", ".vec", ".tok"):
-                continue
-            try:
-                p.unlink()
-                removed += 1
-            except OSError:
-                pass
-        return removed
+        from retrieval.token_compaction import remove_stale_generations
+
+        return remove_stale_generations(self)
 
     def dead_rows(self, live_ids) -> int:
         """Rows on disk that hold no live clip: replaced, removed, never committed, or duplicates."""
