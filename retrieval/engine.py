@@ -26,7 +26,9 @@ query encoding and micro-batching (:mod:`retrieval.encoder`, :mod:`retrieval.bat
 that re-open when their files change (:mod:`retrieval.live`), candidate retrieval
 (:mod:`retrieval.candidates`), the ranking rule and score fields (:mod:`retrieval.ranking`),
 result shapes (:mod:`retrieval.views`), request limits (:mod:`retrieval.query`), and the one write
-path shared with the indexer (:mod:`retrieval.clip_writer`, :mod:`retrieval.text_corpus`).
+path shared with the indexer (:mod:`retrieval.clip_writer`, :mod:`retrieval.text_corpus`). Its
+``stats``, ``suggestions`` and ``health`` come from :mod:`retrieval.engine_status`, its admin writes
+from :mod:`retrieval.admin`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from retrieval import candidates, ranking, views
 from retrieval import rerank as rescore
 from retrieval.admin import AdminWrites
 from retrieval.encoder import QUERY_DECODE_SECONDS, EncodedText, EncodedVideo, QueryEncoder
+from retrieval.engine_status import EngineStatus
 from retrieval.errors import DecodeError, IndexMismatch, InvalidInput
 from retrieval.home import DataHome
 from retrieval.live import LiveIndex, LiveTokens
@@ -55,7 +58,7 @@ __all__ = ["SearchEngine", "SearchFilters"]
 log = logging.getLogger(__name__)
 
 
-class SearchEngine(AdminWrites):
+class SearchEngine(AdminWrites, EngineStatus):
     """Text->clips, video->texts and video->clips search over one data home.
 
     Arguments default to the settings (``--home``/``VTR_HOME`` ...). ``model=None`` uses
@@ -320,59 +323,6 @@ class SearchEngine(AdminWrites):
 
     def get_video(self, video_id: int) -> dict:
         return views.video_view(self.catalog.get_video(video_id), self.catalog.clips_of_video(video_id))
-
-    def stats(self) -> dict:
-        counts = self.catalog.stats()
-        clip_index, text_index = self._clip_index(), self._text_index()
-        empty = not counts.get("clips")
-        return {
-            **counts,
-            "message": "nothing indexed yet: add videos with `vtr index FOLDER` (or POST /api/v1/index)"
-            if empty
-            else None,
-            "model": self.model_name,
-            "rerank_k": self.rerank_k,
-            "rerank_available": self.can_rerank,  # the model has a matching head and rerank_k > 0
-            "rerank_default": self._use_rerank(None),  # ... and its head is trained
-            "ranking": ranking.for_model(self.bundle[0]).describe(),
-            "text_encoder": {"queries": self.text_batcher.items, "batches": self.text_batcher.batches},
-            "reranker": {"queries": self.encoder.rerank_batcher.items, "batches": self.encoder.rerank_batcher.batches},
-            "clip_index": views.index_facts(clip_index),
-            "text_index": views.index_facts(text_index),
-            "libraries": self.catalog.libraries(),
-        }
-
-    def suggestions(self, n: int = 6) -> dict:
-        """Example queries from the caption corpus (so each describes something indexed) and the model's card.
-
-        Evenly spread over the corpus (not the first n, which would all come from one file), distinct.
-        """
-        from retrieval.model_card import model_card
-
-        verified = self.home.read_examples()
-        if verified:
-            return {"examples": verified[:n], "verified": True, "model_card": model_card(self.model_name)}
-        examples: list[str] = []
-        ids = self.catalog.all_text_ids()
-        if len(ids):
-            picks = ids[np.unique(np.linspace(0, len(ids) - 1, num=min(len(ids), 4 * n)).astype(int))]
-            for rec in self.catalog.texts_by_ids(picks.tolist()):
-                text = " ".join(rec.text.split())
-                if text and text not in examples and len(text) <= 120:
-                    examples.append(text)
-        step = max(1, len(examples) // n)
-        return {"examples": examples[::step][:n], "verified": False, "model_card": model_card(self.model_name)}
-
-    def health(self) -> dict:
-        """Cheap readiness check: catalog reachable and indexes readable (no model load)."""
-        counts = self.catalog.stats()
-        clip_index = self._clip_index()
-        return {
-            "status": "ok",
-            "clips": counts["clips"],
-            "indexed_vectors": clip_index.ntotal if clip_index is not None else 0,
-            "model_loaded": self._bundle is not None,
-        }
 
     # ------------------------------------------------------------------ media
     def video_file(self, video_id: int) -> Path:
