@@ -244,7 +244,8 @@ def build_document(max_query_chars: int = 1000) -> dict:
             "get": {
                 "summary": "Text to video moments",
                 "description": "Embedding (ITC) candidates from FAISS; the top `rerank_k` are re-scored by the "
-                "matching head and sorted by match logit; the rest follow in ITC order.",
+                "matching head and ordered by the model's default ranking (the checkpoint's fitted fusion of cosine and "
+                "head margin, else the match logit); the rest follow in ITC order.",
                 "parameters": [
                     {
                         "name": "q",
@@ -314,6 +315,19 @@ def build_document(max_query_chars: int = 1000) -> dict:
         },
         "/api/v1/stats": {
             "get": {"summary": "Counts and index facts", "responses": {"200": _json(obj, "Stats"), **_errors()}}
+        },
+        "/api/v1/suggestions": {
+            "get": {
+                "summary": "Example queries from the caption corpus and the model's card (for a home page)",
+                "parameters": [
+                    {
+                        "name": "n",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 6},
+                    }
+                ],
+                "responses": {"200": _json(obj, "Examples and model card"), **_errors(422)},
+            }
         },
         "/api/v1/health": {
             "get": {"summary": "Liveness and readiness", "responses": {"200": _json(obj, "Healthy"), **_errors()}}
