@@ -73,7 +73,9 @@ def test_confined_scan_skips_links_leaving_the_roots(tmp_path):
     # a root given through a link that leaves the allowed folders is skipped whole
     assert scan([root / "escape"], confine=[root]).files == []
     link_root = scan([root / "far_link.mp4"], confine=[root])
-    assert link_root.files == [] and link_root.skipped == [(str(root / "far_link.mp4"), skipped[str(root / "far_link.mp4")])]
+    assert link_root.files == [] and link_root.skipped == [
+        (str(root / "far_link.mp4"), skipped[str(root / "far_link.mp4")])
+    ]
     # confine is by real path: a root reached through a link into it is fine
     os.symlink(root, tmp_path / "alias")
     assert len(scan([tmp_path / "alias"], confine=[root]).files) == 2
