@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from retrieval.home import DataHome
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,7 +34,7 @@ class LiveServer:
             vtr_exe(),
             "serve",
             "--home",
-            str(getattr(home, "root", home)),  # a DataHome or a path
+            str(home.root if isinstance(home, DataHome) else home),  # a DataHome or a path (a Path has .root too)
             "--port",
             str(self.port),
             "--threads",
