@@ -98,7 +98,9 @@ def test_progress_triggered_kill_then_resume(library, tmp_path, point):
     killed = vtr(*index_args(library, home), env=env)
     assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
     before = status(home)
-    assert before["videos"] < COUNT  # the kill landed mid-run
+    # the kill landed mid-run; only the second commit may already hold the last video, when decoding outpaced
+    # embedding (a commit groups every video whose clips are all embedded); the resume is checked all the same
+    assert before["videos"] < COUNT or point == "commit@2"
     if point.startswith("commit"):
         assert before["videos"] >= 1  # ... after a commit: that work is kept
     done = vtr(*index_args(library, home), "--json")
