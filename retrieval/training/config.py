@@ -9,6 +9,37 @@ from pathlib import Path
 from retrieval.errors import ConfigError
 
 
+def read_json_object(path: str | Path, what: str) -> dict:
+    """The JSON object in config file ``path``; a ConfigError naming ``what`` (e.g. "training config") otherwise."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a JSON object")
+    return data
+
+
+def reject_unknown_keys(d: dict, cls: type, what: str) -> None:
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown {what} keys: {sorted(unknown)}")
+
+
+def build(cls: type, d: dict, what: str):
+    """``cls(**d)``, with a malformed value reported as a ConfigError."""
+    try:
+        return cls(**d)
+    except TypeError as exc:
+        raise ConfigError(f"malformed {what}: {exc}") from exc
+
+
+def require_positive_ints(cfg, names: tuple[str, ...], what: str) -> None:
+    for name in names:
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ConfigError(f"{what} {name} must be a positive integer")
+
+
 @dataclass
 class SynthCfg:
     count: int = 20000  # clips generated when the data directory has none
@@ -46,10 +77,7 @@ class TrainCfg:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainCfg:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown training config keys: {sorted(unknown)}")
+        reject_unknown_keys(d, cls, "training config")
         d = dict(d)
         if d.get("synth") is not None:
             if not isinstance(d["synth"], dict) or set(d["synth"]) - {"count", "seed"}:
@@ -57,13 +85,10 @@ class TrainCfg:
             d["synth"] = SynthCfg(**d["synth"])
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
-        try:
-            cfg = cls(**d)
-        except TypeError as exc:
-            raise ConfigError(f"malformed training config: {exc}") from exc
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "num_threads"):
-            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-                raise ConfigError(f"training config {name} must be a positive integer")
+        cfg = build(cls, d, "training config")
+        require_positive_ints(
+            cfg, ("steps", "batch_size", "checkpoint_every", "log_every", "num_threads"), "training config"
+        )
         if cfg.batch_size < 2:
             raise ConfigError("batch_size must be at least 2 (contrastive training needs negatives)")
         if not 0.0 <= cfg.mask_ratio < 1.0:
@@ -78,13 +103,7 @@ class TrainCfg:
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainCfg:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read training config {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"training config {path} must be a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, "training config"))
 
     def to_dict(self) -> dict:
         return asdict(self)

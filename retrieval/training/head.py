@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from retrieval.errors import ConfigError
+from retrieval.training.config import build, read_json_object, reject_unknown_keys, require_positive_ints
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +54,12 @@ class HeadTrainCfg:
 
     @classmethod
     def from_json(cls, path: str | Path) -> HeadTrainCfg:
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read head training config {path}: {exc}") from exc
-        if not isinstance(d, dict):
-            raise ConfigError(f"head training config {path} must be a JSON object")
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown head training config keys: {sorted(unknown)}")
-        try:
-            cfg = cls(**d)
-        except TypeError as exc:
-            raise ConfigError(f"malformed head training config: {exc}") from exc
-        for name in ("steps", "batch_size", "neighbours", "samplings", "log_every", "num_threads", "encode_batch"):
-            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-                raise ConfigError(f"head training config {name} must be a positive integer")
+        what = "head training config"
+        d = read_json_object(path, what)
+        reject_unknown_keys(d, cls, what)
+        cfg = build(cls, d, what)
+        names = ("steps", "batch_size", "neighbours", "samplings", "log_every", "num_threads", "encode_batch")
+        require_positive_ints(cfg, names, what)
         return cfg
 
 
