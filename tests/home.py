@@ -13,6 +13,22 @@ MODEL = "viclip-tiny-test"  # no shipped weights: the indexer and the engine bot
 CLIP_SECONDS = 1.0
 
 
+def indexed_count(db: Path) -> int:
+    """Videos committed as indexed in a SQLite catalog that another process may be writing (0 before it exists)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("select count(*) from videos where status='indexed'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:  # schema not created yet, or locked
+        return 0
+
+
 def index_paths(home, paths: list[Path]) -> dict[str, list[int]]:
     """Run the indexer on ``paths`` into ``home``; returns {video path: [clip ids]} of what it indexed."""
     from indexer.pipeline import IndexOptions, run_index

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from retrieval.catalog import Catalog
 from retrieval.home import DataHome
 from retrieval.index import VectorIndex
 from retrieval.token_store import TokenStore
+from tests.home import indexed_count
 from tests.videos import make_library
 
 MODEL = "viclip-tiny-test"
@@ -30,19 +30,6 @@ def library(tmp_path_factory):
     return lib
 
 
-def _indexed_count(db) -> int:
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("select count(*) from videos where status='indexed'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:  # schema not created yet
-        return 0
-
-
 def _kill_after(lib, home, videos: int, timeout: float = 120) -> int:
     """Start `vtr index`, SIGKILL it once ``videos`` videos are committed; returns how many were."""
     cmd = [sys.executable, "-c", "from indexer.cli import main; main()", "index", str(lib), "--home", str(home),
@@ -52,7 +39,7 @@ def _kill_after(lib, home, videos: int, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if _indexed_count(db) >= videos:
+            if indexed_count(db) >= videos:
                 break
             time.sleep(0.005)
         assert proc.poll() is None, "the indexer finished before it could be killed"
@@ -62,7 +49,7 @@ def _kill_after(lib, home, videos: int, timeout: float = 120) -> int:
         if proc.poll() is None:
             proc.kill()
     time.sleep(0.5)  # orphaned decode workers see their pipes close and exit
-    return _indexed_count(db)
+    return indexed_count(db)
 
 
 @pytest.mark.parametrize("kill_at", [1, COUNT // 2])

@@ -31,6 +31,7 @@ from retrieval.catalog import Catalog
 from retrieval.home import DataHome
 from retrieval.index import VectorIndex
 from retrieval.token_store import TokenStore
+from tests.home import indexed_count
 from tests.videos import make_bad_library, make_library, make_video
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -189,7 +190,7 @@ def test_killed_actor_and_worker_deaths_on_a_two_node_cluster(library, tmp_path,
         db = home / "catalog.db"
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not killed:
-            n = _committed(db)
+            n = indexed_count(db)
             pids = _actor_pids()
             if n >= 1 and pids:
                 os.kill(pids[0], signal.SIGKILL)
@@ -218,21 +219,6 @@ def test_killed_actor_and_worker_deaths_on_a_two_node_cluster(library, tmp_path,
         assert got[path]["spans"] == want[path]["spans"]
         np.testing.assert_allclose(got[path]["vectors"], want[path]["vectors"], atol=1e-5)
     assert {p for p, v in got.items() if v["status"] == "failed"} == set(reasons)
-
-
-def _committed(db: Path) -> int:
-    import sqlite3
-
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("select count(*) from videos where status='indexed'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 def test_without_ray_the_executor_is_a_one_line_error_naming_the_extra(tmp_path, monkeypatch):
