@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests import home as fixtures
+from tests.live import stop
 
 pytestmark = pytest.mark.browser
 
@@ -59,12 +60,7 @@ def server(search_home, tmp_path_factory):
         assert added.status_code == 201
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         proc.stdout.close()
 
 

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests import home as fixtures
+from tests.live import stop
 
 VTR = str(Path(sys.executable).with_name("vtr"))
 
@@ -183,10 +184,5 @@ def test_serve_starts_on_a_new_home_and_the_admin_api_fills_it(tmp_path, search_
         hits = requests.get(f"{base}/api/v1/search", params={"q": "a red circle", "k": 3}).json()["results"]
         assert len(hits) == 3 and requests.get(f"{base}/api/v1/stats").json()["message"] is None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         proc.stdout.close()
