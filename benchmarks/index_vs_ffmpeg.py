@@ -29,14 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "index_vs_ffmpeg.json"
 
 
-def make(path: Path, seconds: float, size: str, fps: int, seed: int) -> None:
-    src = f"testsrc2=size={size}:rate={fps}:duration={seconds}"
-    cmd = ["ffmpeg", "-y", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", src,
-           "-vf", f"noise=alls=12:allf=t+u:all_seed={seed},hue=h={seed * 37 % 360}",
-           "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", str(fps * 4), "-pix_fmt", "yuv420p", str(path)]  # fmt: skip
-    subprocess.run(cmd, check=True)
-
-
 def timed(cmd: list[str], **kw) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
@@ -56,10 +48,13 @@ def main() -> None:
 
     lib = args.dir / f"{args.files}x{args.seconds:g}s-{args.size}-{args.fps}"
     lib.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from index_throughput import make_camera_like  # the same camera-like files as the throughput benchmark
+
     files = [lib / f"cam{i:02d}.mp4" for i in range(args.files)]
     for i, f in enumerate(files):
         if not f.exists():
-            make(f, args.seconds, args.size, args.fps, i)
+            make_camera_like(f, args.seconds, args.size, args.fps, i)
     vtr = str(Path(sys.executable).with_name("vtr"))
     load0 = os.getloadavg()
     times: dict[str, float] = {}
