@@ -11,7 +11,16 @@ model's own data, and shipped in the checkpoint's metadata beside the weights it
     p(match) = sigmoid(a_itc * cosine + b_itc)   (hits that were not re-ranked)
 
 Both probabilities estimate one thing (is this the right clip for this text?), so re-ranked and
-plain hits are comparable, which raw logits and cosines are not. Nothing here imports torch.
+plain hits are comparable, which raw logits and cosines are not.
+
+When the search has a query bank (:mod:`retrieval.query_bank`: the home's captions for
+text->video, its clips for video->text), a second fitted mix also subtracts each candidate's soft
+maximum similarity to the bank (QB-Norm), with its own match weight and Platt scaling:
+
+    fused_bank = logit_scale * (cosine - bank_weight * bank_sim) + bank_match_weight * margin
+
+It is fitted on the same split with the split's own captions and clips as the banks, and kept only
+when it beats the plain mix there. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -24,6 +33,18 @@ import numpy as np
 
 METADATA_KEY = "ranking"  # key of the fitted parameters in a project checkpoint's metadata
 MATCH_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 1000.0)
+BANK_BETAS = (10.0, 20.0, 30.0, 50.0, 100.0)  # inverse temperatures of the bank's soft maximum
+BANK_WEIGHTS = (0.25, 0.5, 0.75, 1.0)  # how much of the bank similarity to subtract (1: inverted softmax)
+
+
+@dataclass(frozen=True)
+class BankParams:
+    """The fitted query-bank mix (see the module docstring); used when a search has a bank."""
+
+    beta: float
+    weight: float
+    match_weight: float
+    fused_platt: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -33,16 +54,23 @@ class RankingParams:
     fused_platt: tuple[float, float]  # (a, b): p = sigmoid(a * fused + b)
     itc_platt: tuple[float, float]  # (a, b): p = sigmoid(a * cosine + b), for hits without a head score
     fitted_on: dict = field(default_factory=dict)  # what split, how many queries, the R@1 it reached
+    bank: BankParams | None = None  # the mix with a query bank; None: not fitted, or it did not help
 
-    def fused(self, cosine: np.ndarray, margin: np.ndarray) -> np.ndarray:
-        return self.logit_scale * np.asarray(cosine, np.float64) + self.match_weight * np.asarray(margin, np.float64)
+    def fused(self, cosine: np.ndarray, margin: np.ndarray, bank_sim: np.ndarray | None = None) -> np.ndarray:
+        """The ranking score; with ``bank_sim`` (and fitted bank parameters) the query-bank mix."""
+        cosine, margin = np.asarray(cosine, np.float64), np.asarray(margin, np.float64)
+        if bank_sim is None or self.bank is None:
+            return self.logit_scale * cosine + self.match_weight * margin
+        corrected = cosine - self.bank.weight * np.asarray(bank_sim, np.float64)
+        return self.logit_scale * corrected + self.bank.match_weight * margin
 
-    def probability(self, cosine, margin=None) -> np.ndarray:
+    def probability(self, cosine, margin=None, bank_sim=None) -> np.ndarray:
         """p(match) of hits: from the fused score where a margin exists, else from the cosine alone."""
         cosine = np.asarray(cosine, np.float64)
         if margin is None:
             return _sigmoid(self.itc_platt[0] * cosine + self.itc_platt[1])
-        return _sigmoid(self.fused_platt[0] * self.fused(cosine, margin) + self.fused_platt[1])
+        a, b = self.bank.fused_platt if bank_sim is not None and self.bank is not None else self.fused_platt
+        return _sigmoid(a * self.fused(cosine, margin, bank_sim) + b)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -54,14 +82,23 @@ class RankingParams:
             return None
         try:
             d = json.loads(text)
+            bank = d.get("bank")
+            if bank is not None:
+                bank = BankParams(
+                    beta=float(bank["beta"]),
+                    weight=float(bank["weight"]),
+                    match_weight=float(bank["match_weight"]),
+                    fused_platt=tuple(float(x) for x in bank["fused_platt"]),
+                )
             return cls(
                 logit_scale=float(d["logit_scale"]),
                 match_weight=float(d["match_weight"]),
                 fused_platt=tuple(float(x) for x in d["fused_platt"]),
                 itc_platt=tuple(float(x) for x in d["itc_platt"]),
                 fitted_on=dict(d.get("fitted_on") or {}),
+                bank=bank,
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
 
@@ -107,37 +144,68 @@ def fit_ranking(
     fitted_on: dict | None = None,
     weights: tuple[float, ...] = MATCH_WEIGHTS,
 ) -> RankingParams:
-    """Choose ``match_weight`` by mean R@1 over the given directions, then fit both Platt scalings.
+    """Choose ``match_weight`` by mean R@1 over the given directions, then fit both Platt scalings;
+    then the query-bank mix, when every direction has a bank, kept only if it raises mean R@1.
 
     Each direction is ``{"sim": [Q,N] cosines, "top": [Q,k] candidate indices, "margin": [Q,k] head
-    margins, "gt": [Q,N] bool}`` (text->video and video->text of a held-out split).
+    margins, "gt": [Q,N] bool}`` (text->video and video->text of a held-out split), optionally with
+    ``"gallery": [N,D]`` (the ranked items' embeddings) and ``"bank": [B,D]`` (a query bank).
     """
-    scores = []
-    for w in weights:
-        r1 = [
-            _topk_r1(
-                d["sim"], d["top"], logit_scale * np.take_along_axis(d["sim"], d["top"], 1) + w * d["margin"], d["gt"]
-            )
-            for d in directions
-        ]
-        scores.append(float(np.mean(r1)))
+    directions = [dict(d) for d in directions]  # the working copies gain derived arrays
+    for d in directions:
+        d["cos"] = np.take_along_axis(d["sim"], d["top"], 1)
+        d["label"] = np.take_along_axis(d["gt"], d["top"], 1)
+
+    def mean_r1(scorer) -> float:
+        return float(np.mean([_topk_r1(d["sim"], d["top"], scorer(d), d["gt"]) for d in directions]))
+
+    scores = [mean_r1(lambda d, w=w: logit_scale * d["cos"] + w * d["margin"]) for w in weights]
     best = int(np.argmax(scores))  # first maximum: the smallest weight that reaches it
     match_weight = float(weights[best])
-    cos_top, margin, labels = [], [], []
-    for d in directions:
-        cos_top.append(np.take_along_axis(d["sim"], d["top"], 1).ravel())
-        margin.append(d["margin"].ravel())
-        labels.append(np.take_along_axis(d["gt"], d["top"], 1).ravel())
-    cos_top, margin, labels = np.concatenate(cos_top), np.concatenate(margin), np.concatenate(labels)
-    fused = logit_scale * cos_top + match_weight * margin
+    cos_top, margin, labels = (
+        np.concatenate([d[key].ravel() for d in directions]) for key in ("cos", "margin", "label")
+    )
     report = {"r1_by_match_weight": dict(zip([str(w) for w in weights], [round(s, 2) for s in scores], strict=True))}
-    return RankingParams(
+    params = RankingParams(
         logit_scale=float(logit_scale),
         match_weight=match_weight,
-        fused_platt=platt_fit(fused, labels),
+        fused_platt=platt_fit(logit_scale * cos_top + match_weight * margin, labels),
         itc_platt=platt_fit(cos_top, labels),
         fitted_on={**(fitted_on or {}), **report},
     )
+    if all("bank" in d and "gallery" in d for d in directions):
+        params = _fit_bank(params, directions, mean_r1, scores[best], weights)
+    return params
+
+
+def _fit_bank(params: RankingParams, directions: list[dict], mean_r1, plain_r1: float, weights) -> RankingParams:
+    """The best (beta, bank weight, match weight) by mean R@1; ``params`` unchanged unless it beats ``plain_r1``."""
+    from dataclasses import replace
+
+    from retrieval.query_bank import bank_similarities
+
+    best, best_r1 = None, plain_r1
+    for beta in BANK_BETAS:
+        for d in directions:
+            d["bank_sim"] = bank_similarities(d["gallery"], d["bank"], beta)[d["top"]]
+        for bw in BANK_WEIGHTS:
+            for w in weights:
+                r1 = mean_r1(
+                    lambda d, bw=bw, w=w: params.logit_scale * (d["cos"] - bw * d["bank_sim"]) + w * d["margin"]
+                )
+                if r1 > best_r1 + 1e-9:
+                    best, best_r1 = (beta, bw, float(w)), r1
+    report = {**params.fitted_on, "r1_plain": round(plain_r1, 2), "r1_bank": round(best_r1, 2)}
+    if best is None:
+        return replace(params, fitted_on={**report, "bank": "no gain on this split"})
+    beta, bw, w = best
+    fused = []
+    for d in directions:
+        bank_sim = bank_similarities(d["gallery"], d["bank"], beta)[d["top"]]
+        fused.append((params.logit_scale * (d["cos"] - bw * bank_sim) + w * d["margin"]).ravel())
+    labels = np.concatenate([d["label"].ravel() for d in directions])
+    bank = BankParams(beta=beta, weight=bw, match_weight=w, fused_platt=platt_fit(np.concatenate(fused), labels))
+    return replace(params, bank=bank, fitted_on=report)
 
 
 def embed_in_checkpoint(path, params: RankingParams) -> None:

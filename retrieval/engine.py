@@ -7,8 +7,10 @@ How a text query is answered (InternVideo2-s2's procedure, applied to an index):
    path prefix and video duration when asked;
 3. the top ``rerank_k`` candidates are re-scored by the matching head (text tokens cross-attending to
    each clip's stored token set) and sorted by the model's head score (the fitted fusion of cosine
-   and head margin its checkpoint ships, else the "match" logit; :mod:`retrieval.ranking`);
-   candidates past ``rerank_k`` follow in ITC order;
+   and head margin its checkpoint ships, else the "match" logit; :mod:`retrieval.ranking`); when
+   that fusion has a query-bank mix, each candidate's cosine is first lowered by its similarity to
+   the home's caption corpus (QB-Norm, :mod:`retrieval.query_bank`), which demotes "hub" clips that
+   resemble every query; candidates past ``rerank_k`` follow in ITC order;
 4. the requested page (``offset``, ``k``) is cut from that ranking, optionally one entry per video
    (``group_by_video``: the best moment, with the video's other matching moments).
 
@@ -51,6 +53,7 @@ from retrieval.errors import DecodeError, IndexMismatch, InvalidInput
 from retrieval.home import DataHome
 from retrieval.live import LiveIndex, LiveTokens
 from retrieval.query import SearchFilters, check_page, check_target, clean_query
+from retrieval.query_bank import BankCache
 from retrieval.settings import resolve
 
 __all__ = ["SearchEngine", "SearchFilters"]
@@ -93,6 +96,7 @@ class SearchEngine(AdminWrites, EngineStatus):
         self._clips = LiveIndex(self.home.clip_index_path, self.reload_interval)
         self._texts = LiveIndex(self.home.text_index_path, self.reload_interval)
         self._tokens = LiveTokens(self.home.tokens_dir, self.reload_interval)
+        self._banks = BankCache()  # query banks (QB-Norm) of the caption and clip indexes
         self._catalog = None
         self._bundle = bundle  # (model, preprocess, tokenizer) when the caller already has them
         self._init_lock = threading.Lock()
@@ -224,6 +228,10 @@ class SearchEngine(AdminWrites, EngineStatus):
         cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
         logits = rescore.clips_for_text(self.encoder, self._tokens, enc, cands[:r]) if r else {}
         ranker = ranking.for_model(self.bundle[0])
+        if ranker.uses_bank and logits:  # the caption corpus is the bank of text queries
+            bank = self._banks.get("texts", self._text_index())
+            sims = rescore.bank_similarities(bank, list(logits), self._tokens.vectors, ranker.params.bank.beta)
+            logits = ranking.with_bank(logits, sims)
         ordered = ranker.order(cands, lambda c: c.id, logits, r)
         results = views.page_clips(ordered, offset, k, group_by_video, ranker)
         relevance = (views.best_probability(ordered, ranker), self.min_match_probability)
@@ -290,6 +298,12 @@ class SearchEngine(AdminWrites, EngineStatus):
         cands = candidates.text_candidates(catalog, index, enc.vector, max(offset + k, r))
         logits = rescore.texts_for_video(self.encoder, enc, cands[:r]) if r else {}
         ranker = ranking.for_model(self.bundle[0])
+        if ranker.uses_bank and logits:  # the indexed clips are the bank of video queries
+            bank = self._banks.get("clips", self._clip_index())
+            captions = lambda ids: (index.reconstruct(ids), ids)  # noqa: E731
+            logits = ranking.with_bank(
+                logits, rescore.bank_similarities(bank, list(logits), captions, ranker.params.bank.beta)
+            )
         ordered = ranker.order(cands, lambda t: t.id, logits, r)
         return views.page_texts(ordered, offset, k, ranker), len(logits), views.best_probability(ordered, ranker)
 

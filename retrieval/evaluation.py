@@ -9,7 +9,12 @@ scored in both directions (text->video and video->text):
 * ``match``: the top ``rerank_k`` candidates by ITC re-ordered by the matching head's "match" logit
   alone (InternVideo2-s2's protocol); candidates beyond k keep their ITC order;
 * ``fused``: the same candidates re-ordered by the fitted mix of scaled cosine and head margin
-  (``retrieval.calibration``), the search service's default ranking when the checkpoint carries one.
+  (``retrieval.calibration``), the search service's ranking when the checkpoint carries one and
+  the search has no query bank;
+* ``fused_bank``: the fitted mix with query-bank normalisation (``retrieval.query_bank``), the
+  split's own captions (text->video) and clips (video->text) as the banks, as a home holding the
+  split's videos and its captions in the caption corpus would rank: the service's default when the
+  checkpoint carries a bank mix.
 
 Metrics are reported overall and per subset of the query (a synthetic clip's ``subset`` field).
 """
@@ -29,6 +34,7 @@ import torch
 from retrieval.calibration import RankingParams, fit_ranking
 from retrieval.errors import InvalidInput
 from retrieval.metrics import dual_softmax, rerank_scores, retrieval_metrics
+from retrieval.query_bank import bank_similarities
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ SUBSET_GROUPS = {
     "direction_order": ("direction", "order"),
     "temporal": ("direction", "order", "size_change", "visibility", "rotation"),
 }
-METHODS = ("itc", "dsl", "match", "fused")
+METHODS = ("itc", "dsl", "match", "fused", "fused_bank")
 
 
 def _batches(n: int, size: int):
@@ -145,6 +151,8 @@ class ScoredSplit:
     candidates: dict  # "t2v"/"v2t" -> (top [Q,k], head logits [Q,k,2]); empty without a trained head
     videos: int
     data: dict  # description of the split for the report
+    text_emb: np.ndarray | None = None  # [texts, D] unit vectors (query banks for the bank mix)
+    video_emb: np.ndarray | None = None  # [videos, D]
 
 
 def score_split(
@@ -205,12 +213,25 @@ def score_split(
         candidates,
         len(paths),
         data,
+        t_emb.numpy(),
+        v_emb.numpy(),
     )
 
 
 def _directions(split: ScoredSplit) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """direction -> (cosine [Q,N], ground truth [Q,N])."""
     return {"t2v": (split.sim, split.gt), "v2t": (split.sim.T, split.gt.T)}
+
+
+def _banks(split: ScoredSplit) -> dict[str, dict[str, np.ndarray]]:
+    """direction -> {"gallery": ranked items' embeddings, "bank": the query bank}: the split's own
+    captions for text->video and its clips for video->text, as the service's home would have."""
+    if split.text_emb is None or split.video_emb is None:
+        return {}
+    return {
+        "t2v": {"gallery": split.video_emb, "bank": split.text_emb},
+        "v2t": {"gallery": split.text_emb, "bank": split.video_emb},
+    }
 
 
 def fit_split_ranking(model, split: ScoredSplit) -> RankingParams:
@@ -220,7 +241,8 @@ def fit_split_ranking(model, split: ScoredSplit) -> RankingParams:
     directions = []
     for name, (sim, gt) in _directions(split).items():
         top, logits = split.candidates[name]
-        directions.append({"sim": sim, "top": top, "margin": logits[..., 1] - logits[..., 0], "gt": gt})
+        margin = logits[..., 1] - logits[..., 0]
+        directions.append({"sim": sim, "top": top, "margin": margin, "gt": gt, **_banks(split).get(name, {})})
     scale = float(model.clamped_logit_scale().detach().exp())
     return fit_ranking(
         scale, directions, fitted_on={"data": split.data, "rerank_k": split.candidates["t2v"][0].shape[1]}
@@ -251,8 +273,12 @@ def evaluate(
             top, logits = split.candidates[name]
             scores[name]["match"] = rerank_scores(sim, top, logits[..., 1])
             if ranking is not None:
-                fused = ranking.fused(np.take_along_axis(sim, top, 1), logits[..., 1] - logits[..., 0])
-                scores[name]["fused"] = rerank_scores(sim, top, fused)
+                cos, margin = np.take_along_axis(sim, top, 1), logits[..., 1] - logits[..., 0]
+                scores[name]["fused"] = rerank_scores(sim, top, ranking.fused(cos, margin))
+                bank = _banks(split).get(name)
+                if ranking.bank is not None and bank is not None:
+                    bank_sim = bank_similarities(bank["gallery"], bank["bank"], ranking.bank.beta)[top]
+                    scores[name]["fused_bank"] = rerank_scores(sim, top, ranking.fused(cos, margin, bank_sim))
     results = {
         "t2v": {
             m: _metrics_by_subset(sc, split.gt, split.text_subsets, split.extra_t) for m, sc in scores["t2v"].items()
@@ -261,7 +287,7 @@ def evaluate(
             m: _metrics_by_subset(sc, split.gt.T, split.video_subsets, split.extra_v) for m, sc in scores["v2t"].items()
         },
     }
-    default = "fused" if "fused" in scores["t2v"] else "match" if "match" in scores["t2v"] else "itc"
+    default = next(m for m in ("fused_bank", "fused", "match", "itc") if m in scores["t2v"])
     return {
         "model": model.name,
         "temporal": model.config.vision.temporal,

@@ -13,6 +13,10 @@ follows in ITC order. The head score is
   ``vtr fit-ranking``; the same rule ``vtr eval`` reports as ``fused``);
 * else InternVideo2-s2's rule, the match logit ``logit[1]`` alone.
 
+When the home has a query bank (:mod:`retrieval.query_bank`) and the fitted parameters carry a
+bank mix, each re-ranked candidate's score array gains a third entry, its bank similarity, and
+the head score is the bank mix (``RankingParams.fused`` with ``bank_sim``) instead.
+
 Every hit carries ``score`` (what it was ranked by), the raw ``itc_score`` and ``match_score``, and
 ``match_probability``: the calibrated probability that the hit is right for the query, from the
 fused score when re-ranked and from the cosine otherwise, so re-ranked and plain hits (and the
@@ -30,7 +34,8 @@ import numpy as np
 from retrieval.calibration import RankingParams
 
 Candidate = tuple[Any, float]  # (record, ITC similarity), in ITC order
-Ranked = tuple[Any, float, "np.ndarray | None"]  # (record, ITC similarity, [2] logits or None)
+# (record, ITC similarity, [2] logits, or [3]: logits + bank similarity, or None when not re-ranked)
+Ranked = tuple[Any, float, "np.ndarray | None"]
 
 
 class Ranker:
@@ -47,7 +52,12 @@ class Ranker:
     def head_score(self, itc: float, logits: np.ndarray) -> float:
         if self.params is None:
             return float(logits[1])
-        return float(self.params.fused(itc, float(logits[1]) - float(logits[0])))
+        return float(self.params.fused(itc, float(logits[1]) - float(logits[0]), _bank_sim(logits)))
+
+    @property
+    def uses_bank(self) -> bool:
+        """Whether re-ranked candidates should carry their bank similarity (a fitted bank mix exists)."""
+        return self.params is not None and self.params.bank is not None
 
     def order(
         self, cands: Sequence[Candidate], key: Callable[[Any], int], logits: dict[int, np.ndarray], rerank_k: int
@@ -64,7 +74,8 @@ class Ranker:
             return None
         if self.params is not None:
             margin = None if logits is None else float(logits[1]) - float(logits[0])
-            return round(float(self.params.probability(itc, margin)), 4)
+            bank_sim = None if logits is None else _bank_sim(logits)
+            return round(float(self.params.probability(itc, margin, bank_sim)), 4)
         if logits is None:
             return None
         return round(float(1.0 / (1.0 + np.exp(float(logits[0]) - float(logits[1])))), 4)  # the head's softmax
@@ -87,7 +98,23 @@ class Ranker:
             return {"rule": "token_similarity"}
         if self.params is None:
             return {"rule": "match_logit", "calibrated": False}
-        return {"rule": "fused", "match_weight": self.params.match_weight, "calibrated": True}
+        out = {"rule": "fused", "match_weight": self.params.match_weight, "calibrated": True}
+        if self.params.bank is not None:
+            b = self.params.bank
+            out["query_bank"] = {"beta": b.beta, "weight": b.weight, "match_weight": b.match_weight}
+        return out
+
+
+def _bank_sim(scores: np.ndarray) -> float | None:
+    return float(scores[2]) if len(scores) > 2 else None
+
+
+def with_bank(logits: dict[int, np.ndarray], bank_sims: dict[int, float]) -> dict[int, np.ndarray]:
+    """Re-rank scores extended with each candidate's bank similarity; unchanged unless every one has it
+    (a mix of extended and plain scores would rank on two scales)."""
+    if not logits or not all(i in bank_sims for i in logits):
+        return logits
+    return {i: np.append(np.asarray(lg, np.float32)[:2], np.float32(bank_sims[i])) for i, lg in logits.items()}
 
 
 def for_model(model) -> Ranker:

@@ -13,6 +13,7 @@ import numpy as np
 from retrieval import ranking
 from retrieval.encoder import EncodedText, EncodedVideo, QueryEncoder
 from retrieval.live import LiveTokens
+from retrieval.query_bank import QueryBank
 
 
 def clips_for_text(encoder: QueryEncoder, tokens: LiveTokens, enc: EncodedText, cands: list) -> dict[int, np.ndarray]:
@@ -55,3 +56,11 @@ def texts_for_video(encoder: QueryEncoder, enc: EncodedVideo, cands: list) -> di
     video = enc.tokens[None].expand(len(cands), -1, -1)
     lg = encoder.pair_logits(states, tids, video, np.arange(len(cands)))
     return {t.id: lg[i] for i, (t, _) in enumerate(cands)}
+
+
+def bank_similarities(bank: QueryBank | None, ids: list[int], vectors, beta: float) -> dict[int, float]:
+    """id -> the candidate's soft maximum similarity to the query bank (QB-Norm), for the ids whose
+    stored embedding ``vectors(ids) -> (embeddings, ids found)`` can read; empty without a bank."""
+    if bank is None or not ids:
+        return {}
+    return bank.similarity_of(np.asarray(ids, np.int64), vectors, beta)

@@ -112,7 +112,8 @@ def test_vtr_fit_ranking_stores_a_fused_ranking_the_loader_and_eval_use(test_spl
         main, ["fit-ranking", "--data", str(test_split), "--checkpoint", str(ckpt), "--rerank-k", "8"]
     )
     assert res.exit_code == 0, res.output
-    assert "match_weight" in res.output
+    assert "match_weight" in res.output and "query bank:" in res.output
+    res_fit = res
     loaded = create_model(None, pretrained=ckpt)
     assert loaded.ranking is not None and loaded.ranking.fitted_on["rerank_k"] == 8
     assert loaded.ranking.fitted_on["data"]["generated_with"]["seed"] == 11
@@ -120,8 +121,12 @@ def test_vtr_fit_ranking_stores_a_fused_ranking_the_loader_and_eval_use(test_spl
         main, ["eval", "--data", str(test_split), "--checkpoint", str(ckpt), "--rerank-k", "8", "--json"]
     )
     report = json.loads(res.output)
-    assert report["default_ranking"] == "fused" and report["ranking"]["match_weight"] == loaded.ranking.match_weight
-    assert set(report["results"]["t2v"]) == {"itc", "dsl", "match", "fused"}
+    assert report["ranking"]["match_weight"] == loaded.ranking.match_weight
+    # the query-bank mix is kept only when it raised R@1 on the fitting split (a random model: either way)
+    banked = loaded.ranking.bank is not None
+    assert ("query bank: beta" in res_fit.output) == banked
+    assert report["default_ranking"] == ("fused_bank" if banked else "fused")
+    assert set(report["results"]["t2v"]) == {"itc", "dsl", "match", "fused"} | ({"fused_bank"} if banked else set())
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped weights not present")

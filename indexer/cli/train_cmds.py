@@ -109,7 +109,7 @@ def eval_cmd(
               help="Candidates per query to fit on; default: the search service's rerank_k setting.")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 def fit_ranking_cmd(data_dir: Path, checkpoint: Path, rerank_k: int, threads) -> None:
-    """Fit the default ranking (ITC + head fusion) and match-probability calibration into a checkpoint."""
+    """Fit the default ranking (ITC + head fusion, and its query-bank mix) and match-probability calibration into a checkpoint."""
     import torch
 
     from retrieval.calibration import embed_in_checkpoint
@@ -129,6 +129,12 @@ def fit_ranking_cmd(data_dir: Path, checkpoint: Path, rerank_k: int, threads) ->
     r1 = params.fitted_on["r1_by_match_weight"]
     click.echo(f"match_weight {params.match_weight} (mean R@1 {r1[str(params.match_weight)]} vs head alone "
                f"{r1[str(max(map(float, r1)))]} and ITC alone {r1['0.0']}); written to {checkpoint}")  # fmt: skip
+    bank = params.bank
+    if bank is None:
+        click.echo(f"query bank: not used ({params.fitted_on.get('bank', 'no bank')})")
+    else:
+        click.echo(f"query bank: beta {bank.beta}, weight {bank.weight}, match_weight {bank.match_weight} "
+                   f"(mean R@1 {params.fitted_on['r1_bank']} vs {params.fitted_on['r1_plain']} without)")  # fmt: skip
 
 
 @main.command("train-head")
