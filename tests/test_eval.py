@@ -147,9 +147,9 @@ def test_shipped_model_retrieves_on_a_fresh_split(test_split):
 def test_shipped_eval_report_is_complete():
     report = json.loads(SHIPPED_EVAL.read_text())
     assert report["data"]["videos"] == 1000 and report["rerank_k"] == 64  # the service's rerank_k
-    assert report["default_ranking"] == "fused" and report["ranking"]["match_weight"] >= 0
+    assert report["default_ranking"] == "fused_bank" and report["ranking"]["bank"]["beta"] > 0
     for direction in ("t2v", "v2t"):
-        for method in ("itc", "dsl", "match", "fused"):
+        for method in ("itc", "dsl", "match", "fused", "fused_bank"):
             subsets = report["results"][direction][method]
             assert {"all", "binding", "direction_order", "static"} <= set(subsets)
 
