@@ -95,15 +95,16 @@ class QueryEncoder:
                 self._cache.popitem(last=False)
         return enc
 
-    def text_states(self, texts: list[str]) -> tuple[Any, Any]:
-        """(final text states, token ids) of ``texts`` in one pass: the matching head's text input."""
+    def text_states(self, texts: list[str]) -> tuple[Any, Any, np.ndarray]:
+        """(final text states, token ids, embeddings) of ``texts`` in one pass: the matching head's
+        text input, and the captions' exact vectors (for the query bank)."""
         import torch
 
         model, _, tokenizer = self._bundle()
         tids = tokenizer(texts).to(self.device)
         with torch.inference_mode():
-            _, states = self._text_tower(model, (tids,))(tids)
-        return states.float().cpu(), tids.cpu()
+            emb, states = self._text_tower(model, (tids,))(tids)
+        return states.float().cpu(), tids.cpu(), emb.float().cpu().numpy()
 
     def file(self, path: str | os.PathLike) -> EncodedVideo:
         """Embedding and token set of a video file (an upload: decoded self-contained, under a deadline)."""

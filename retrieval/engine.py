@@ -296,11 +296,11 @@ class SearchEngine(AdminWrites, EngineStatus):
             return [], 0, None
         r = self.rerank_k if use_rerank and enc.tokens is not None else 0
         cands = candidates.text_candidates(catalog, index, enc.vector, max(offset + k, r))
-        logits = rescore.texts_for_video(self.encoder, enc, cands[:r]) if r else {}
+        logits, caption_vectors = rescore.texts_for_video(self.encoder, enc, cands[:r]) if r else ({}, {})
         ranker = ranking.for_model(self.bundle[0])
         if ranker.uses_bank and logits:  # the indexed clips are the bank of video queries
-            bank = self._banks.get("clips", self._clip_index())
-            captions = lambda ids: (index.reconstruct(ids), ids)  # noqa: E731
+            bank = self._banks.get("clips", self._clip_index(), lambda ids: self._tokens.vectors(ids)[0])
+            captions = lambda ids: (np.stack([caption_vectors[i] for i in ids]), ids)  # noqa: E731
             logits = ranking.with_bank(
                 logits, rescore.bank_similarities(bank, list(logits), captions, ranker.params.bank.beta)
             )

@@ -104,14 +104,18 @@ class BankCache:
         self._banks: dict[str, tuple[object, int, QueryBank]] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str, index) -> QueryBank | None:
-        """The usable bank of ``index`` (a VectorIndex), or None when it is missing or too small."""
+    def get(self, name: str, index, fetch: Callable[[np.ndarray], np.ndarray] | None = None) -> QueryBank | None:
+        """The usable bank of ``index`` (a VectorIndex), or None when it is missing or too small.
+
+        ``fetch(ids) -> vectors`` reads the sampled items' embeddings (default: ``index.reconstruct``;
+        exact stored vectors are better where the index quantises).
+        """
         if index is None or index.ntotal < BANK_MIN:
             return None
         with self._lock:
             cached = self._banks.get(name)
             if cached is None or cached[0] is not index or cached[1] != index.ntotal:
-                cached = (index, index.ntotal, QueryBank.sample(index.ids(), index.reconstruct))
+                cached = (index, index.ntotal, QueryBank.sample(index.ids(), fetch or index.reconstruct))
                 self._banks[name] = cached
         bank = cached[2]
         return bank if bank.usable else None

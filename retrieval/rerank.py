@@ -48,14 +48,16 @@ def clips_for_video(tokens: LiveTokens, enc: EncodedVideo, cands: list) -> dict[
     return ranking.as_logits([i for i, m in zip(ids, mask.tolist(), strict=True) if m], sim)
 
 
-def texts_for_video(encoder: QueryEncoder, enc: EncodedVideo, cands: list) -> dict[int, np.ndarray]:
-    """text id -> match-head logits, the head reading each caption against the query clip's tokens."""
+def texts_for_video(encoder: QueryEncoder, enc: EncodedVideo, cands: list) -> tuple[dict, dict]:
+    """text id -> match-head logits, the head reading each caption against the query clip's tokens;
+    and text id -> the caption's embedding from the same text pass (exact, for the query bank)."""
     if not cands:
-        return {}
-    states, tids = encoder.text_states([t.text for t, _ in cands])
+        return {}, {}
+    states, tids, emb = encoder.text_states([t.text for t, _ in cands])
     video = enc.tokens[None].expand(len(cands), -1, -1)
     lg = encoder.pair_logits(states, tids, video, np.arange(len(cands)))
-    return {t.id: lg[i] for i, (t, _) in enumerate(cands)}
+    ids = [t.id for t, _ in cands]
+    return dict(zip(ids, lg, strict=True)), dict(zip(ids, emb, strict=True))
 
 
 def bank_similarities(bank: QueryBank | None, ids: list[int], vectors, beta: float) -> dict[int, float]:
