@@ -57,7 +57,7 @@ SETTINGS: list[Setting] = [
     Setting("index_executor", "VTR_INDEX_EXECUTOR", "local", "Where `vtr index` decodes and embeds: local (decoder processes on this machine) or ray (Ray Data on a local runtime or the cluster at --ray-address; needs the distributed extra).", flag="--executor"),
     Setting("ray_address", "RAY_ADDRESS", None, "Ray cluster `vtr index --executor ray` joins (e.g. 10.0.0.5:6379 or ray://head:10001); unset: a local Ray runtime sized to this machine.", flag="--ray-address"),
     Setting("index_factory", "VTR_INDEX_FACTORY", "auto", "FAISS factory string of the clip index (e.g. Flat, HNSW32, IVF4096,SQ8); auto picks by library size.", flag="--index-factory"),
-    Setting("index_flat_max", "VTR_INDEX_FLAT_MAX", None, "auto index type: exact Flat up to this many clips, IVF-SQfp16 above; unset: Flat while clips x dim <= 1,048,576 (measured: as fast as IVF there).", cast=int),
+    Setting("index_flat_max", "VTR_INDEX_FLAT_MAX", None, "auto index type: exact Flat up to this many clips, IVF above (fp16 codes; fast-scan PQ + fp16 refine past clips x dim = 2**28); unset: Flat while clips x dim <= 1,048,576 (measured: as fast as IVF there).", cast=int),
     Setting("index_recall", "VTR_INDEX_RECALL", 0.95, "Target recall@20 of an approximate index: its nprobe/efSearch is raised at build time until a sample of its own vectors finds this share of the exact top 20.", cast=float),
     Setting("thumbnail_size", "VTR_THUMBNAIL_SIZE", 320, "Longest side in pixels of the JPEG thumbnail saved per clip (0 = no thumbnails).", cast=int),
     Setting("save_interval", "VTR_SAVE_INTERVAL", 60.0, "Seconds between index checkpoints during `vtr index` (the catalog itself commits every batch).", cast=float),

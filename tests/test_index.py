@@ -19,7 +19,10 @@ from retrieval.index import (
     sidecar_path,
 )
 
-ANN_TYPES = ["HNSW32", "IVF64,SQ8", "IVF64,SQfp16", "IVF64,Flat", "IVF64,PQ16x4,Refine(Flat)", "IVF64,PQ8x4fs,RFlat"]
+ANN_TYPES = [
+    "HNSW32", "IVF64,SQ8", "IVF64,SQfp16", "IVF64,Flat", "IVF64,PQ16x4,Refine(Flat)", "IVF64,PQ8x4fs,RFlat",
+    "IVF64,PQ8x4fs,Refine(SQfp16)",  # the large-scale auto type
+]  # fmt: skip
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -176,8 +179,11 @@ def test_choose_factory_measured_rule():
     assert choose_factory(8192, 128) == "Flat" and choose_factory(2048, 512) == "Flat"  # n * dim <= 2**20
     assert choose_factory(8193, 128) == "IVF128,SQfp16"  # lists of at least ~64 vectors
     assert choose_factory(2049, 512) == "IVF32,SQfp16"
-    assert choose_factory(1_000_000, 512) == "IVF2048,SQfp16"
-    assert choose_factory(10_000_000, 512) == "IVF8192,SQfp16"
+    assert choose_factory(100_000, 512) == "IVF512,SQfp16"
+    assert choose_factory(1_000_000, 128) == "IVF2048,SQfp16"  # n * dim <= 2**28: fp16 codes scanned directly
+    assert choose_factory(1_000_000, 512) == "IVF2048,PQ128x4fs,Refine(SQfp16)"  # past it: fast-scan + refine
+    assert choose_factory(10_000_000, 512) == "IVF8192,PQ128x4fs,Refine(SQfp16)"
+    assert choose_factory(1_000_000, 500) == "IVF2048,SQfp16"  # 4-dim sub-vectors need dim % 8 == 0
     assert choose_factory(100_000, 512, flat_max=100_000) == "Flat"  # the setting overrides the rule
     assert choose_factory(100_001, 512, flat_max=100_000) == "IVF512,SQfp16"
     VectorIndex.create(512, "m", choose_factory(10_000_000, 512))  # a valid factory string

@@ -52,7 +52,7 @@ class VectorIndex:
         self.tombstones: set[int] = {int(t) for t in tombstones}
         self.ef_search = 128
         self.nprobe = 32
-        self.refine_k_factor = 8  # refine stages re-score this many times k candidates
+        self.refine_k_factor = 32  # refine stages re-score this many times k candidates (fp16: cheap)
         self.recall: dict | None = None  # what tune() measured (None: never measured, e.g. an old index)
         self._gpu_index = None
         self._gpu_dirty = True
