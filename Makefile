@@ -49,24 +49,30 @@ test: venv sysdeps ## Run the test suite (default markers: everything but slow)
 test-all: venv sysdeps ## Run every test, slow ones included
 	$(BIN)/pytest -m ""
 
-RUN_MAIN := runs/viclip-tiny-synth/viclip-tiny-synth
-RUN_BASE := runs/viclip-tiny-synth-framemean/viclip-tiny-synth-framemean
-CONF_MAIN := retrieval/train_configs/viclip-tiny-synth.json
-CONF_BASE := retrieval/train_configs/viclip-tiny-synth-framemean.json
+STAGE1_MAIN := runs/viclip-tiny-synth/viclip-tiny-synth
+STAGE1_BASE := runs/viclip-tiny-synth-framemean/viclip-tiny-synth-framemean
+RUN_MAIN := $(STAGE1_MAIN)-ft
+RUN_BASE := $(STAGE1_BASE)-ft
+CONFIGS := retrieval/train_configs
 # seeds: 0 trains, 5 fits the default ranking (val), 11 tests; none of them sees another's clips
-model: venv sysdeps ## Reproduce the shipped demo model and its frame-average baseline: data, train (both cores), fit the ranking, evaluate
-	$(BIN)/vtr train --config $(CONF_MAIN) --prepare-only
+model: venv sysdeps ## Reproduce the shipped demo model and its frame-average baseline: data, train in two stages (both cores), fit the ranking, evaluate
+	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth.json --prepare-only
 	mkdir -p $(dir $(RUN_MAIN)) $(dir $(RUN_BASE))
-	$(BIN)/vtr train --config $(CONF_MAIN) --resume > $(RUN_MAIN).train.log 2>&1 & main=$$!; \
-	$(BIN)/vtr train --config $(CONF_BASE) --resume > $(RUN_BASE).train.log 2>&1 & base=$$!; \
-	wait $$main && wait $$base || { tail -5 $(RUN_MAIN).train.log $(RUN_BASE).train.log; exit 1; }
+	# stage 1 (first recipe), then stage 2 (temporal fine-tune: rephrasing, twin and shuffled negatives, own temperature lr)
+	for stage in "" -ft; do \
+		$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth$$stage.json --resume > $(STAGE1_MAIN)$$stage.train.log 2>&1 & main=$$!; \
+		$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth-framemean$$stage.json --resume > $(STAGE1_BASE)$$stage.train.log 2>&1 & base=$$!; \
+		wait $$main && wait $$base || { tail -5 $(STAGE1_MAIN)$$stage.train.log $(STAGE1_BASE)$$stage.train.log; exit 1; }; \
+	done
 	[ -f data/synth-val-s5/captions.jsonl ] || $(BIN)/vtr synth data/synth-val-s5 --count 1000 --seed 5 --split val
 	[ -f data/synth-test-s11/captions.jsonl ] || $(BIN)/vtr synth data/synth-test-s11 --count 1000 --seed 11 --split test
 	$(BIN)/vtr fit-ranking --data data/synth-val-s5 --checkpoint $(RUN_MAIN).safetensors
 	$(BIN)/vtr fit-ranking --data data/synth-val-s5 --checkpoint $(RUN_BASE).safetensors
 	$(BIN)/vtr eval --data data/synth-test-s11 --checkpoint $(RUN_MAIN).safetensors --json --output $(RUN_MAIN).eval.json >/dev/null
 	$(BIN)/vtr eval --data data/synth-test-s11 --checkpoint $(RUN_BASE).safetensors --json --output $(RUN_BASE).eval.json >/dev/null
-	cp $(RUN_MAIN).safetensors $(RUN_MAIN).eval.json $(RUN_BASE).eval.json retrieval/weights/
+	cp $(RUN_MAIN).safetensors retrieval/weights/viclip-tiny-synth.safetensors
+	cp $(RUN_MAIN).eval.json retrieval/weights/viclip-tiny-synth.eval.json
+	cp $(RUN_BASE).eval.json retrieval/weights/viclip-tiny-synth-framemean.eval.json
 	@echo "shipped: retrieval/weights/ (set \"default_pretrained\" in retrieval/model_configs/viclip-tiny-synth.json if new)"
 
 lint: venv ## Lint with ruff
