@@ -226,11 +226,16 @@ class SearchEngine(AdminWrites, EngineStatus):
         enc = self.encode_text(query)
         r = self.rerank_k if use_rerank else 0
         cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
-        logits = rescore.clips_for_text(self.encoder, self._tokens, enc, cands[:r]) if r else {}
         ranker = ranking.for_model(self.bundle[0])
-        if ranker.uses_bank and logits:  # the caption corpus is the bank of text queries
+        head = [c.id for c, _ in cands[:r]]
+        sims = {}
+        if head and ranker.uses_bank:  # the caption corpus is the bank of text queries
             bank = self._banks.get("texts", self._text_index())
-            sims = rescore.bank_similarities(bank, list(logits), self._tokens.vectors, ranker.params.bank.beta)
+            sims = rescore.bank_similarities(bank, head, self._tokens.vectors, ranker.params.bank.beta)
+        if head and ranker.head_unused and all(i in sims for i in head):
+            logits = ranking.bank_only(sims)  # the fitted mix gives the head no weight: skip its pass
+        else:
+            logits = rescore.clips_for_text(self.encoder, self._tokens, enc, cands[:r]) if r else {}
             logits = ranking.with_bank(logits, sims)
         ordered = ranker.order(cands, lambda c: c.id, logits, r)
         results = views.page_clips(ordered, offset, k, group_by_video, ranker)
@@ -296,10 +301,15 @@ class SearchEngine(AdminWrites, EngineStatus):
             return [], 0, None
         r = self.rerank_k if use_rerank and enc.tokens is not None else 0
         cands = candidates.text_candidates(catalog, index, enc.vector, max(offset + k, r))
-        logits, caption_vectors = rescore.texts_for_video(self.encoder, enc, cands[:r]) if r else ({}, {})
         ranker = ranking.for_model(self.bundle[0])
-        if ranker.uses_bank and logits:  # the indexed clips are the bank of video queries
+        bank = None
+        if r and ranker.uses_bank:  # the indexed clips are the bank of video queries
             bank = self._banks.get("clips", self._clip_index(), lambda ids: self._tokens.vectors(ids)[0])
+        skip_head = bank is not None and ranker.head_unused  # the fitted mix gives the head no weight
+        logits, caption_vectors = (
+            rescore.texts_for_video(self.encoder, enc, cands[:r], head=not skip_head) if r else ({}, {})
+        )
+        if bank is not None and logits:
             captions = lambda ids: (np.stack([caption_vectors[i] for i in ids]), ids)  # noqa: E731
             logits = ranking.with_bank(
                 logits, rescore.bank_similarities(bank, list(logits), captions, ranker.params.bank.beta)

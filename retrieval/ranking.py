@@ -15,7 +15,9 @@ follows in ITC order. The head score is
 
 When the home has a query bank (:mod:`retrieval.query_bank`) and the fitted parameters carry a
 bank mix, each re-ranked candidate's score array gains a third entry, its bank similarity, and
-the head score is the bank mix (``RankingParams.fused`` with ``bank_sim``) instead.
+the head score is the bank mix (``RankingParams.fused`` with ``bank_sim``) instead. When that mix
+gives the head no weight (fitted ``match_weight`` 0: it did not help on held-out data), the head is
+not run at all; its logits are NaN and the hits' ``match_score`` is null.
 
 Every hit carries ``score`` (what it was ranked by), the raw ``itc_score`` and ``match_score``, and
 ``match_probability``: the calibrated probability that the hit is right for the query, from the
@@ -52,7 +54,12 @@ class Ranker:
     def head_score(self, itc: float, logits: np.ndarray) -> float:
         if self.params is None:
             return float(logits[1])
-        return float(self.params.fused(itc, float(logits[1]) - float(logits[0]), _bank_sim(logits)))
+        return float(self.params.fused(itc, _margin(logits), _bank_sim(logits)))
+
+    @property
+    def head_unused(self) -> bool:
+        """Whether, with a bank, the fitted mix ignores the head (so it need not run)."""
+        return self.uses_bank and self.params.bank.match_weight == 0.0
 
     @property
     def uses_bank(self) -> bool:
@@ -73,7 +80,7 @@ class Ranker:
         if not self.text_video:
             return None
         if self.params is not None:
-            margin = None if logits is None else float(logits[1]) - float(logits[0])
+            margin = None if logits is None else _margin(logits)
             bank_sim = None if logits is None else _bank_sim(logits)
             return round(float(self.params.probability(itc, margin, bank_sim)), 4)
         if logits is None:
@@ -82,7 +89,7 @@ class Ranker:
 
     def score_fields(self, itc: float, logits: np.ndarray | None, rank: int) -> dict:
         """The score fields every hit carries."""
-        match = None if logits is None else float(logits[1])
+        match = None if logits is None or not np.isfinite(logits[1]) else float(logits[1])
         return {
             "score": float(itc) if logits is None else self.head_score(itc, logits),
             "itc_score": float(itc),
@@ -107,6 +114,17 @@ class Ranker:
 
 def _bank_sim(scores: np.ndarray) -> float | None:
     return float(scores[2]) if len(scores) > 2 else None
+
+
+def _margin(scores: np.ndarray) -> float:
+    """The head's margin; 0 where the head was not run (NaN logits: the fitted mix gives it no weight)."""
+    margin = float(scores[1]) - float(scores[0])
+    return margin if np.isfinite(margin) else 0.0
+
+
+def bank_only(bank_sims: dict[int, float]) -> dict[int, np.ndarray]:
+    """Re-rank scores for candidates scored by the bank alone: NaN logits (head not run) + bank similarity."""
+    return {i: np.array([np.nan, np.nan, s], np.float32) for i, s in bank_sims.items()}
 
 
 def with_bank(logits: dict[int, np.ndarray], bank_sims: dict[int, float]) -> dict[int, np.ndarray]:

@@ -48,14 +48,18 @@ def clips_for_video(tokens: LiveTokens, enc: EncodedVideo, cands: list) -> dict[
     return ranking.as_logits([i for i, m in zip(ids, mask.tolist(), strict=True) if m], sim)
 
 
-def texts_for_video(encoder: QueryEncoder, enc: EncodedVideo, cands: list) -> tuple[dict, dict]:
-    """text id -> match-head logits, the head reading each caption against the query clip's tokens;
-    and text id -> the caption's embedding from the same text pass (exact, for the query bank)."""
+def texts_for_video(encoder: QueryEncoder, enc: EncodedVideo, cands: list, head: bool = True) -> tuple[dict, dict]:
+    """text id -> match-head logits, the head reading each caption against the query clip's tokens
+    (NaN with ``head=False``: the ranking gives it no weight); and text id -> the caption's embedding
+    from the same text pass (exact, for the query bank)."""
     if not cands:
         return {}, {}
     states, tids, emb = encoder.text_states([t.text for t, _ in cands])
-    video = enc.tokens[None].expand(len(cands), -1, -1)
-    lg = encoder.pair_logits(states, tids, video, np.arange(len(cands)))
+    if head:
+        video = enc.tokens[None].expand(len(cands), -1, -1)
+        lg = encoder.pair_logits(states, tids, video, np.arange(len(cands)))
+    else:
+        lg = np.full((len(cands), 2), np.nan, np.float32)
     ids = [t.id for t, _ in cands]
     return dict(zip(ids, lg, strict=True)), dict(zip(ids, emb, strict=True))
 

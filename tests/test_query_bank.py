@@ -160,3 +160,23 @@ def test_similarity_of_reads_each_item_once_per_bank():
     assert set(first) == {1, 2} and np.allclose([first[1], first[2]], bank.similarity(vecs[[1, 2]], 30.0))
     again = bank.similarity_of(np.array([2, 3]), fetch, 30.0)
     assert reads == [[1, 2, 11], [3]] and again[2] == first[2]
+
+
+def test_a_bank_mix_that_gives_the_head_no_weight_skips_it(search_home, tiny):
+    """Fitted match weight 0: the head is not run (match_score null), scores are the bank-corrected
+    cosine alone, and each hit is still marked re-ranked, in both directions."""
+    eng = _engine(search_home, tiny, BankParams(beta=30.0, weight=0.5, match_weight=0.0, fused_platt=(1.0, 0.0)))
+    try:
+        texts = eng._text_index()
+        bank = texts.reconstruct(texts.ids())
+        hits = [h for h in eng.search_text("a red circle moves left", k=8)["results"] if h["reranked"]]
+        assert len(hits) == 8 and all(h["match_score"] is None for h in hits)
+        vecs, _ = eng._tokens.vectors(np.array([h["clip_id"] for h in hits]))
+        for h, b in zip(hits, soft_max_similarity(vecs, bank, 30.0), strict=True):
+            assert h["score"] == pytest.approx(10.0 * (h["itc_score"] - 0.5 * b), abs=1e-3)
+            assert 0.0 <= h["match_probability"] <= 1.0
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        captions = eng.search_video(path=search_home["one_second"], target="texts", k=5)["results"]
+        assert captions[0]["reranked"] and all(c["match_score"] is None for c in captions if c["reranked"])
+    finally:
+        eng.close()

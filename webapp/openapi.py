@@ -169,11 +169,16 @@ _SCHEMAS = {
             "score": {
                 "type": "number",
                 "description": "What the result was ranked by: for the first `reranked` results the model's head "
-                "score (the fitted fusion of itc_score and the head's margin, or match_score alone for a model without "
-                "one), itc_score after them.",
+                "score (the fitted fusion of itc_score and the head's margin, with each candidate's cosine lowered by "
+                "its similarity to the home's query bank when the model fitted a bank mix; match_score alone for a "
+                "model without one), itc_score after them.",
             },
             "itc_score": {"type": "number", "description": "Cosine similarity of the embeddings."},
-            "match_score": {"type": ["number", "null"], "description": "Matching-head logit; null when not re-ranked."},
+            "match_score": {
+                "type": ["number", "null"],
+                "description": "Matching-head logit; null when not re-ranked, or when the model's fitted ranking gives the head no "
+                "weight (it is then not run).",
+            },
             "match_probability": {
                 "type": ["number", "null"],
                 "minimum": 0,
