@@ -33,7 +33,7 @@ import numpy as np
 
 METADATA_KEY = "ranking"  # key of the fitted parameters in a project checkpoint's metadata
 MATCH_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 1000.0)
-BANK_BETAS = (10.0, 20.0, 30.0, 50.0, 100.0)  # inverse temperatures of the bank's soft maximum
+BANK_BETAS = (10.0, 20.0, 30.0, 50.0, 100.0, 200.0)  # inverse temperatures of the bank's soft maximum
 BANK_WEIGHTS = (0.25, 0.5, 0.75, 1.0)  # how much of the bank similarity to subtract (1: inverted softmax)
 
 
