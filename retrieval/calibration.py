@@ -185,9 +185,11 @@ def _fit_bank(params: RankingParams, directions: list[dict], mean_r1, plain_r1: 
     from retrieval.query_bank import bank_similarities
 
     best, best_r1 = None, plain_r1
+    sims: dict[float, list[np.ndarray]] = {}  # beta -> each direction's candidates' bank similarities
     for beta in BANK_BETAS:
-        for d in directions:
-            d["bank_sim"] = bank_similarities(d["gallery"], d["bank"], beta)[d["top"]]
+        sims[beta] = [bank_similarities(d["gallery"], d["bank"], beta)[d["top"]] for d in directions]
+        for d, bank_sim in zip(directions, sims[beta], strict=True):
+            d["bank_sim"] = bank_sim
         for bw in BANK_WEIGHTS:
             for w in weights:
                 r1 = mean_r1(
@@ -199,12 +201,10 @@ def _fit_bank(params: RankingParams, directions: list[dict], mean_r1, plain_r1: 
     if best is None:
         return replace(params, fitted_on={**report, "bank": "no gain on this split"})
     beta, bw, w = best
-    fused = []
-    for d in directions:
-        bank_sim = bank_similarities(d["gallery"], d["bank"], beta)[d["top"]]
-        fused.append((params.logit_scale * (d["cos"] - bw * bank_sim) + w * d["margin"]).ravel())
+    unscaled = replace(params, bank=BankParams(beta=beta, weight=bw, match_weight=w, fused_platt=(1.0, 0.0)))
+    fused = [unscaled.fused(d["cos"], d["margin"], b).ravel() for d, b in zip(directions, sims[beta], strict=True)]
     labels = np.concatenate([d["label"].ravel() for d in directions])
-    bank = BankParams(beta=beta, weight=bw, match_weight=w, fused_platt=platt_fit(np.concatenate(fused), labels))
+    bank = replace(unscaled.bank, fused_platt=platt_fit(np.concatenate(fused), labels))
     return replace(params, bank=bank, fitted_on=report)
 
 
