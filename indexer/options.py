@@ -55,7 +55,7 @@ class IndexOptions:
 
     def resolved(self) -> IndexOptions:
         """Fill unset options from the settings table (flag > environment > default) and validate."""
-        from retrieval.factory import default_model_name
+        from retrieval.model_spec import default_model_name
 
         o = IndexOptions(**self.__dict__)
         o.checkpoint = resolve("checkpoint", o.checkpoint)
@@ -155,7 +155,7 @@ class IndexReport:
 
 def check_model_name(name: str | None, checkpoint: str | None) -> None:
     """Fail early, with the list of known models, on a misspelt ``--model``."""
-    from retrieval import list_models
+    from retrieval.model_spec import list_models
 
     if name and not checkpoint and name not in list_models():
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")

@@ -24,7 +24,6 @@ import logging
 import os
 import time
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,9 +36,11 @@ from indexer.worker import WorkerConfig
 from retrieval.catalog import STATUS_INDEXED, Catalog, ClipSpan, VideoMeta
 from retrieval.clip_writer import ClipSink, PendingVideo
 from retrieval.crashpoints import crash_point
-from retrieval.factory import load_model
+from retrieval.errors import ConfigError
+from retrieval.frames import VideoTransform
 from retrieval.home import DataHome
 from retrieval.lock import HomeLock
+from retrieval.model_spec import model_config, token_shape
 from retrieval.token_store import StoreLayout
 
 __all__ = ["IndexOptions", "IndexReport", "check_model_name", "plan_work", "run_index", "token_layout"]
@@ -77,25 +78,69 @@ class Embedder:
         return emb.float().cpu().numpy(), tokens.to(torch.float16).cpu().numpy()
 
 
-@contextmanager
-def _model_threads(model, workers: int):
-    """CPU threads for the model while decoders run: the cores the decoders leave free, at least one.
+class LoadingEmbedder:
+    """An :class:`Embedder` whose model loads in a background thread while the decoders start.
 
-    Why: with every core busy decoding, a multi-threaded forward pass waits at each parallel region
-    for a descheduled thread (measured here: a 2 ms batch took 300 ms), and indexing fell to 0.6x the
+    Why: importing torch and open_clip and building the model takes seconds of one core, and the
+    decoders need none of it (the run's shapes come from the model's config). Clips decoded in the
+    meantime wait in the embed queue; the run blocks on the model only when nothing else is left.
+
+    CPU threads for the model while decoders run: the cores the decoders leave free, at least one.
+    With every core busy decoding, a multi-threaded forward pass waits at each parallel region for a
+    descheduled thread (measured here: a 2 ms batch took 300 ms), and indexing fell to 0.6x the
     decode-only bound. One thread keeps it at ~1x for small models; for a large model on the CPU, give
     it cores by using fewer ``--workers``.
     """
-    import torch
 
-    device = next(model.parameters()).device
-    before = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    def __init__(self, opts: IndexOptions, layout: StoreLayout):
+        import threading
+
+        self._opts, self._layout = opts, layout
+        self._embedder: Embedder | None = None
+        self._error: BaseException | None = None
+        self._threads_before: int | None = None
+        self._thread = threading.Thread(target=self._load, name="vtr-model-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            import torch
+
+            from retrieval.factory import load_model
+
+            model, _, _ = load_model(self._opts.model, self._opts.checkpoint, self._opts.device)
+            if next(model.parameters()).device.type == "cpu":
+                self._threads_before = torch.get_num_threads()
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) - self._opts.workers))
+            got = token_layout(model)
+            if got != self._layout:  # the config-derived shapes the store was opened with
+                raise ConfigError(f"model {model.name}: produces {got}, its config says {self._layout}")
+            self._embedder = Embedder(model)
+        except BaseException as exc:  # surfaced on the run's thread by wait()
+            self._error = exc
+
+    @property
+    def ready(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> Embedder:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._embedder is not None
+        return self._embedder
+
+    def __call__(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return self.wait()(pixels)
+
+    def close(self) -> None:
+        """Wait for the loader (no thread outlives the run) and give torch back its thread count."""
+        self._thread.join()
+        if self._threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +230,7 @@ class IndexRun:
         self,
         opts: IndexOptions,
         sink: ClipSink,
-        embedder: Embedder,
+        embedder: Embedder | LoadingEmbedder | None,
         model_name: str,
         cfg: WorkerConfig,
         report: IndexReport,
@@ -285,7 +330,10 @@ class IndexRun:
         self._tick()
 
     # -- embedding and committing
-    def embed_some(self, force: bool = False) -> None:
+    def embed_some(self, force: bool = False, wait: bool = False) -> None:
+        """Embed a full batch (``force``: whatever is queued); ``wait``: block until the model has loaded."""
+        if not wait and not getattr(self.embed, "ready", True):
+            return  # the model is still loading: keep decoding, the queue waits
         bs = self.opts.batch_size
         while len(self.embed_queue) >= bs or (force and self.embed_queue):
             batch = [self.embed_queue.popleft() for _ in range(min(bs, len(self.embed_queue)))]
@@ -306,6 +354,7 @@ class IndexRun:
             crash_point("embedded")  # test hook: clips embedded, their videos not committed yet
             if not force:
                 break
+            self.commit()  # draining a backlog: finished videos are committed as they come (group rules)
 
     def _maybe_finish(self, job_id: int) -> None:
         st = self.jobs.get(job_id)
@@ -330,22 +379,28 @@ class IndexRun:
             self.report.warnings.append({"path": st.found.path, "warning": st.warning})
 
     def commit(self, force: bool = False) -> None:
-        if not self.ready:
-            return
-        if not force and len(self.ready) < _COMMIT_GROUP and time.monotonic() - self.last_commit < _COMMIT_EVERY_S:
-            return
-        batch, self.ready = self.ready, []
-        t0 = time.monotonic()
-        new_ids = self.sink.write(batch)
-        self.stages["write"]["seconds"] += time.monotonic() - t0
-        self.stages["write"]["clips"] += sum(len(ids) for ids in new_ids)
-        crash_point("commit")  # test hook: a group of videos committed, FAISS not saved yet
-        for v, ids in zip(batch, new_ids, strict=True):
-            self.report.indexed.append(v.meta.path)
-            self.report.clips += len(ids)
-            self._tick()
-        self.last_commit = time.monotonic()
-        self.sink.maybe_save()
+        """Commit finished videos in groups of at most ``_COMMIT_GROUP``: one group per call, all with ``force``.
+
+        Bounded groups matter when a backlog builds up (clips decoded while the model was loading):
+        it is committed step by step, so progress shows as it goes and the run loop keeps turning.
+        """
+        while self.ready:
+            if not force and len(self.ready) < _COMMIT_GROUP and time.monotonic() - self.last_commit < _COMMIT_EVERY_S:
+                return
+            batch, self.ready = self.ready[:_COMMIT_GROUP], self.ready[_COMMIT_GROUP:]
+            t0 = time.monotonic()
+            new_ids = self.sink.write(batch)
+            self.stages["write"]["seconds"] += time.monotonic() - t0
+            self.stages["write"]["clips"] += sum(len(ids) for ids in new_ids)
+            crash_point("commit")  # test hook: a group of videos committed, FAISS not saved yet
+            for v, ids in zip(batch, new_ids, strict=True):
+                self.report.indexed.append(v.meta.path)
+                self.report.clips += len(ids)
+                self._tick()
+            self.last_commit = time.monotonic()
+            self.sink.maybe_save()
+            if not force:
+                return
 
     def _tick(self) -> None:
         if self.bar is not None:
@@ -374,13 +429,13 @@ def run_index(opts: IndexOptions) -> IndexReport:
         migrations.upgrade(url)
         catalog = Catalog(url)
         try:
-            model, preprocess, _ = load_model(opts.model, opts.checkpoint, opts.device)
-            layout = token_layout(model)
-            report.model = model.name
+            mcfg = model_config(opts.model, opts.checkpoint)  # the model itself loads once decoding runs
+            layout = StoreLayout(mcfg.name, *token_shape(mcfg))
+            report.model = mcfg.name
             sink = ClipSink(
                 home,
                 catalog,
-                model_name=model.name,
+                model_name=mcfg.name,
                 layout=layout,
                 factory=opts.index_factory,
                 save_interval=opts.save_interval,
@@ -392,7 +447,7 @@ def run_index(opts: IndexOptions) -> IndexReport:
             for path, reason in found.errors:
                 report.failed.append({"path": path, "reason": reason})
             report.skipped = [{"path": path, "reason": reason} for path, reason in found.skipped]
-            todo, report.unchanged = plan_work(catalog, found.files, model.name, opts.clip_seconds, opts.stride)
+            todo, report.unchanged = plan_work(catalog, found.files, mcfg.name, opts.clip_seconds, opts.stride)
 
             seen = {f.path for f in found.files} | {p for p, _ in found.errors} | {p for p, _ in found.skipped}
             kept_out = found.unreadable + [p for p, _ in found.skipped]  # not looked at: absence proves nothing
@@ -410,8 +465,8 @@ def run_index(opts: IndexOptions) -> IndexReport:
             cfg = WorkerConfig(
                 clip_seconds=opts.clip_seconds,
                 stride=opts.stride,
-                num_frames=model.num_frames,
-                preprocess=preprocess,
+                num_frames=mcfg.vision.num_frames,
+                preprocess=VideoTransform(mcfg.vision.image_size, mcfg.preprocess),
                 thumbnail_size=opts.thumbnail_size,
                 decode_threads=1,
                 frame_tolerance=opts.frame_tolerance,
@@ -421,15 +476,16 @@ def run_index(opts: IndexOptions) -> IndexReport:
                 from tqdm import tqdm
 
                 bar = tqdm(total=len(todo), unit="file", desc="indexing", dynamic_ncols=True, smoothing=0.1)
-            run = IndexRun(opts, sink, Embedder(model), model.name, cfg, report, bar)
+            local = bool(todo) and opts.executor != "ray"  # Ray embeds in its actors
+            embedder = LoadingEmbedder(opts, layout) if local else None
+            run = IndexRun(opts, sink, embedder, mcfg.name, cfg, report, bar)
             try:
                 if todo and opts.executor == "ray":
                     from indexer.distributed import run_ray
 
                     run_ray(run, todo)
                 elif todo:
-                    with _model_threads(model, opts.workers):
-                        run_pool(run, todo)
+                    run_pool(run, todo)
             finally:
                 if bar is not None:
                     bar.close()
@@ -437,6 +493,8 @@ def run_index(opts: IndexOptions) -> IndexReport:
                     run.commit(force=True)
                 finally:
                     sink.finish()
+                    if embedder is not None:
+                        embedder.close()
             report.vectors = sink.index.ntotal
             report.index_factory = sink.index.factory
         finally:

@@ -30,19 +30,20 @@ def _child_main(task_conn, result_conn, cfg: WorkerConfig | bytes) -> None:
     """Worker process: read jobs from ``task_conn``; a sender thread ships results back.
 
     ``cfg`` may come pickled (bytes), so a parent that only supervises (a Ray decode task) need not
-    import what unpickling it imports (torch, for the model's transform).
+    import what unpickling it imports. The worker never imports torch (the transform is numpy):
+    that import alone would cost each worker seconds of start-up; should a transform need torch,
+    it runs on one thread, as the parent's model does.
     """
+    import os
     import pickle
     import signal
 
-    import torch
-
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by torch when (if ever) it is imported here
     if isinstance(cfg, bytes):
         cfg = pickle.loads(cfg)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
 
-    torch.set_num_threads(1)
     outbox: queue.Queue = queue.Queue(maxsize=_SEND_BUFFER)
 
     def sender() -> None:
@@ -165,7 +166,8 @@ def run_pool(run, todo: list[FoundFile]) -> None:
                 elif now - w.last_seen > (opts.file_timeout if w.started else max(_STARTUP_LIMIT, opts.file_timeout)):
                     _replace(run, workers, w, ctx, f"timed out: no decoding progress for {opts.file_timeout:g} s")
             idle = not readable and not received
-            run.embed_some(force=idle or not (pending or any(w.job for w in workers)))
+            decoded = not (pending or any(w.job for w in workers))
+            run.embed_some(force=idle or decoded, wait=decoded)
             run.commit(force=not (pending or run.jobs))
     except BaseException:  # interrupted or failed: do not wait for the decoders to finish their files
         for w in workers:

@@ -69,7 +69,7 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
             emit(("info", job.job_id, info.to_dict(), fp, plans))
             got = 0
             for w, frames in video.iter_windows([p.indices for p in plans]):
-                pixels = cfg.preprocess(frames).numpy()
+                pixels = cfg.preprocess.array(frames)
                 thumb = None
                 if cfg.thumbnail_size > 0:  # the middle frame, and every sampled frame as a filmstrip
                     thumb = (thumbnail_jpeg(frames[len(frames) // 2], cfg.thumbnail_size), filmstrip_jpeg(frames))

@@ -31,10 +31,10 @@ from torch import Tensor
 
 from retrieval.atomic import atomic_path
 from retrieval.errors import CheckpointError
+from retrieval.model_spec import PROJECT_FORMAT
 
 log = logging.getLogger(__name__)
 
-PROJECT_FORMAT = "vtr-checkpoint"
 PROJECT_FORMAT_VERSION = "1"
 TEMPORAL_KEY = "visual.temporal_positional_embedding"
 TEXT_POS_KEY = "text.positional_embedding"
@@ -49,21 +49,14 @@ def read_project_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str,
     """-> (model config dict, tensors, metadata) of a project ``.safetensors`` file."""
     from safetensors import SafetensorError, safe_open
 
+    from retrieval.model_spec import project_metadata
+
+    config, meta = project_metadata(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if meta.get("format") != PROJECT_FORMAT or "config" not in meta:
-        raise CheckpointError(
-            f"{path}: safetensors file without the project's metadata (format={meta.get('format')!r}); "
-            "only checkpoints written by `vtr train` / save_checkpoint embed their model config"
-        )
-    try:
-        config = json.loads(meta["config"])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: embedded model config is not valid JSON ({exc})") from exc
     return config, tensors, meta
 
 

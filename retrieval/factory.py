@@ -15,35 +15,16 @@ from retrieval.config import ModelCfg
 from retrieval.errors import CheckpointError, ConfigError
 from retrieval.frames import VideoTransform
 from retrieval.model import VideoTextModel
+from retrieval.model_spec import (  # noqa: F401  (re-exported: the factory is where callers look)
+    CONFIG_DIR,
+    RANDOM_INIT,
+    WEIGHTS_DIR,
+    default_model_name,
+    get_model_config,
+    is_project_checkpoint,
+    list_models,
+)
 from retrieval.tokenizer import Tokenizer
-
-CONFIG_DIR = Path(__file__).with_name("model_configs")
-WEIGHTS_DIR = Path(__file__).with_name("weights")
-RANDOM_INIT = "random"  # pretrained="random" forces random init even when the config ships weights
-
-
-def _config_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("VTR_MODEL_CONFIGS", "").split(os.pathsep) if p]
-    return [CONFIG_DIR, *extra]
-
-
-def _config_paths() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in _config_dirs():
-        for p in sorted(d.glob("*.json")):
-            found.setdefault(p.stem, p)
-    return found
-
-
-def list_models() -> list[str]:
-    return sorted(_config_paths())
-
-
-def get_model_config(name: str) -> ModelCfg:
-    path = _config_paths().get(name)
-    if path is None:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return ModelCfg.from_json(path)
 
 
 def create_model(
@@ -89,16 +70,11 @@ def create_model_and_transforms(
 
 
 def _project_checkpoint(pretrained):
-    if pretrained is None or str(pretrained) == RANDOM_INIT:
+    if not is_project_checkpoint(pretrained):
         return None
-    path = Path(pretrained)
-    if path.suffix != ".safetensors":
-        return None
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
     from retrieval.checkpoints import read_project_checkpoint
 
-    return read_project_checkpoint(path)
+    return read_project_checkpoint(pretrained)
 
 
 def _load_project(model: VideoTextModel, tensors, meta, source: str) -> None:
@@ -126,22 +102,6 @@ def _load_other(model: VideoTextModel, pretrained) -> None:
     if os.sep in str(pretrained) or path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         raise CheckpointError(f"checkpoint file not found: {path}")
     load_open_clip_pretrained(model, model.config.open_clip.arch, str(pretrained))
-
-
-def default_model_name(model: str | None, checkpoint: str | os.PathLike | None, indexed=None) -> str | None:
-    """The model to use when the user named none: the one rule the indexer and the engine share.
-
-    ``model`` if given; else None for a self-describing project ``.safetensors`` (it names its own
-    architecture); else the model an existing index was built with (``indexed()``, when given);
-    else the ``model`` setting (``VTR_MODEL``, else the shipped default).
-    """
-    from retrieval.settings import resolve
-
-    if model:
-        return model
-    if checkpoint and str(checkpoint).endswith(".safetensors"):
-        return None
-    return (indexed() if indexed is not None else None) or resolve("model")
 
 
 def load_model(

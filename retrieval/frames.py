@@ -7,15 +7,16 @@ model sees its best accuracy only on inputs prepared the way it was trained.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from retrieval.config import PreprocessCfg
 from retrieval.errors import InvalidInput
+from retrieval.resize import MODES, resize_uint8
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def _segments(vlen: int, n: int) -> np.ndarray:
@@ -43,29 +44,51 @@ def random_indices(vlen: int, n: int, rng: np.random.Generator) -> list[int]:
 
 
 class VideoTransform:
-    """uint8 frames [T,H,W,3] -> normalised float [T,3,S,S]: squash resize (no crop), /255, mean/std."""
+    """uint8 frames [T,H,W,3] -> normalised float [T,3,S,S]: squash resize (no crop), /255, mean/std.
+
+    Torch-free unless asked for a tensor (or an antialiased resize): the indexer's decode workers
+    unpickle this object, and importing torch there would cost each worker seconds of start-up.
+    """
 
     def __init__(self, image_size: int, cfg: PreprocessCfg | None = None):
         cfg = cfg or PreprocessCfg()
         self.image_size = image_size
-        self.interpolation = InterpolationMode(cfg.interpolation)
-        self.antialias = cfg.antialias
-        self.mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+        self.interpolation = str(cfg.interpolation)
+        self.antialias = bool(cfg.antialias)
+        self.mean = np.asarray(cfg.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(cfg.std, dtype=np.float32).reshape(1, 3, 1, 1)
 
-    def __call__(self, frames: np.ndarray | Tensor | Sequence[np.ndarray]) -> Tensor:
+    def resize(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [T,H,W,3] -> uint8 [T,S,S,3], torchvision's resize of a uint8 tensor."""
+        s = self.image_size
+        if not self.antialias and self.interpolation in MODES:
+            return resize_uint8(frames, s, s, self.interpolation)
+        import torch
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        x = TF.resize(x, [s, s], interpolation=InterpolationMode(self.interpolation), antialias=self.antialias)
+        return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+    def array(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """The model input as float32 numpy [T,3,S,S] (what the decode workers ship)."""
         if isinstance(frames, (list, tuple)):
             frames = np.stack(frames)
-        x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-        if x.ndim == 3:
-            x = x.unsqueeze(0)
-        if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
-            raise InvalidInput(f"frames must be uint8 [T,H,W,3], got {x.dtype} {tuple(x.shape)}")
-        x = x.permute(0, 3, 1, 2)
-        size = [self.image_size, self.image_size]
-        x = TF.resize(x, size, interpolation=self.interpolation, antialias=self.antialias)
-        x = x.float().div_(255.0)
+        if not isinstance(frames, np.ndarray):  # a torch tensor
+            frames = frames.numpy()
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise InvalidInput(f"frames must be uint8 [T,H,W,3], got {frames.dtype} {tuple(frames.shape)}")
+        x = self.resize(frames).transpose(0, 3, 1, 2).astype(np.float32)
+        x /= np.float32(255.0)
         return (x - self.mean) / self.std
 
+    def __call__(self, frames: np.ndarray | Tensor | Sequence[np.ndarray]) -> Tensor:
+        import torch
+
+        return torch.from_numpy(self.array(frames))
+
     def __repr__(self) -> str:
-        return f"VideoTransform(size={self.image_size}, {self.interpolation.value}, antialias={self.antialias})"
+        return f"VideoTransform(size={self.image_size}, {self.interpolation}, antialias={self.antialias})"

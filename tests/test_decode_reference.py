@@ -1,5 +1,5 @@
 """Reference-frame-only decoding (``frame_tolerance``): every sampled frame is a real frame of the
-file within the tolerance of its target, windows keep their exact membership, and a tolerance no
+file (decoded without the deblocking filter) within the tolerance of its target, windows keep their exact membership, and a tolerance no
 reference frame meets falls back to exact decoding."""
 
 from __future__ import annotations
@@ -49,10 +49,13 @@ def test_sampled_frames_are_real_frames_within_the_tolerance(bframes_video):
     for w, idx in enumerate(windows):
         assert got[w].shape == (len(idx), *every.shape[1:])
         for slot, target in enumerate(idx):
-            same = [j for j in range(len(every)) if np.array_equal(every[j], got[w][slot])]
-            assert same, "a sampled frame is not a frame of the file"
-            assert min(abs(times[j] - times[target]) for j in same) <= 0.1 + 1e-9
-            substituted += target not in same
+            # decoded without the deblocking filter: a few levels from the frame it stands for (measured
+            # here: 1.5 on average, 3 at most) and clearly nearer to it than to any other frame of the file
+            diffs = np.abs(every.astype(np.int16) - got[w][slot]).mean(axis=(1, 2, 3))
+            j, second = np.argsort(diffs)[:2]
+            assert diffs[j] < 6.0 and diffs[j] < 0.75 * diffs[second], "a sampled frame is not a frame of the file"
+            assert abs(times[j] - times[target]) <= 0.1 + 1e-9
+            substituted += j != target
     assert substituted > 0 and 0 < offset <= 0.1  # B-frames were skipped, within the tolerance
 
 

@@ -9,7 +9,7 @@ import torch
 from torchvision import transforms as T
 
 from retrieval import create_model_and_transforms
-from retrieval.config import IMAGENET_MEAN, IMAGENET_STD
+from retrieval.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessCfg
 from retrieval.errors import InvalidInput
 from retrieval.frames import VideoTransform, middle_indices, random_indices
 
@@ -49,15 +49,45 @@ def test_sampling_rejects_empty_clips():
         middle_indices(0, 8)
 
 
-@pytest.mark.parametrize("shape", [(8, 240, 320, 3), (4, 31, 17, 3), (1, 224, 224, 3)])
-def test_preprocess_equals_torchvision_bicubic_resize_and_normalize(shape):
+@pytest.mark.parametrize("shape", [(8, 240, 320, 3), (4, 31, 17, 3), (1, 224, 224, 3), (2, 720, 1280, 3)])
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_preprocess_equals_torchvision_resize_and_normalize(shape, mode):
+    """The numpy resize reproduces torchvision's: equal, or one level apart where float contraction differs."""
     frames = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    ours = VideoTransform(224)(frames)
+    size = 224 if shape[1] < 700 else 64
+    cfg = PreprocessCfg(interpolation=mode)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2)
-    x = T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC, antialias=False)(x)
-    theirs = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)(x.float() / 255.0)
-    assert ours.shape == (shape[0], 3, 224, 224)
-    assert torch.equal(ours, theirs)
+    resized = T.Resize((size, size), interpolation=T.InterpolationMode(mode), antialias=False)(x)
+    ours_u8 = torch.from_numpy(VideoTransform(size, cfg).resize(frames)).permute(0, 3, 1, 2)
+    diff = (ours_u8.int() - resized.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    ours = VideoTransform(size, cfg)(frames)
+    theirs = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)(ours_u8.float() / 255.0)
+    assert ours.shape == (shape[0], 3, size, size)
+    assert torch.equal(ours, theirs)  # normalisation: bit for bit
+
+
+def test_preprocess_antialias_falls_back_to_torchvision():
+    frames = np.random.default_rng(2).integers(0, 256, (2, 90, 160, 3), dtype=np.uint8)
+    ours = VideoTransform(32, PreprocessCfg(antialias=True)).resize(frames)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    theirs = T.Resize((32, 32), interpolation=T.InterpolationMode.BICUBIC, antialias=True)(x).permute(0, 2, 3, 1)
+    assert np.array_equal(ours, theirs.numpy())
+
+
+def test_decode_worker_side_never_imports_torch():
+    """The decode workers unpickle the transform and decode: importing torch there costs seconds per worker."""
+    import subprocess
+    import sys
+
+    code = (
+        "import pickle, sys, numpy as np; import indexer.pool, indexer.worker, retrieval.decode, retrieval.frames;"
+        "from retrieval.model_spec import model_config; from retrieval.frames import VideoTransform;"
+        "c = model_config('viclip-tiny-synth'); t = pickle.loads(pickle.dumps(VideoTransform(c.vision.image_size, c.preprocess)));"
+        "t.array(np.zeros((2, 40, 60, 3), np.uint8)); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_preprocess_rejects_wrong_input():

@@ -98,9 +98,11 @@ def test_progress_triggered_kill_then_resume(library, tmp_path, point):
     killed = vtr(*index_args(library, home), env=env)
     assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
     before = status(home)
-    # the kill landed mid-run; only the second commit may already hold the last video, when decoding outpaced
-    # embedding (a commit groups every video whose clips are all embedded); the resume is checked all the same
-    assert before["videos"] < COUNT or point == "commit@2"
+    # the kill landed mid-run, or after a commit that already held the last video: decoding starts while the
+    # model loads, so on this small library a commit may group every video (it groups every video whose clips
+    # are all embedded); a kill at or after a commit still lands before the FAISS file is in place, the gap
+    # the resume must repair. A kill between embedding and committing always leaves work undone.
+    assert before["videos"] < COUNT or not point.startswith("embedded")
     if point.startswith("commit"):
         assert before["videos"] >= 1  # ... after a commit: that work is kept
     done = vtr(*index_args(library, home), "--json")

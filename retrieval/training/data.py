@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
+from retrieval.config import PreprocessCfg
 from retrieval.errors import DecodeError, InvalidInput
-from retrieval.frames import middle_indices, random_indices
+from retrieval.frames import VideoTransform, middle_indices, random_indices
 
 log = logging.getLogger(__name__)
 CACHE_FRAMES = 16  # frames kept per clip; training samples T of them
@@ -28,9 +27,8 @@ CACHE_FRAMES = 16  # frames kept per clip; training samples T of them
 
 def resize_frames(frames: np.ndarray, size: int, interpolation: str = "bicubic", antialias: bool = False) -> np.ndarray:
     """uint8 [N,H,W,3] -> uint8 [N,size,size,3], the resize VideoTransform applies (so cached = live)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    x = TF.resize(x, [size, size], interpolation=InterpolationMode(interpolation), antialias=antialias)
-    return x.permute(0, 2, 3, 1).contiguous().numpy()
+    cfg = PreprocessCfg(interpolation=interpolation, antialias=antialias)
+    return VideoTransform(size, cfg).resize(np.ascontiguousarray(frames))
 
 
 def _cache_path(data_dir: Path, records: list[dict], size: int, frames: int) -> Path:
