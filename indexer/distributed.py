@@ -279,7 +279,7 @@ def decode_files(batch: dict, cfg: bytes, file_timeout: float, run_id: str):
 class EmbedActor:
     """Ray Data actor UDF: loads the model once, embeds the clip rows of each batch, passes the others on."""
 
-    def __init__(self, model: str | None, checkpoint: str | None, device: str, threads: int = 1):
+    def __init__(self, model: str | None, checkpoint: str | None, device: str, threads: int = 1, batch_size: int = 32):
         import torch
 
         from indexer.pipeline import Embedder
@@ -289,6 +289,7 @@ class EmbedActor:
             torch.set_num_threads(max(1, threads))
         m, _, _ = load_model(model, checkpoint, device)
         self.embed = Embedder(m)
+        self.batch_size = max(1, int(batch_size))
 
     def __call__(self, batch: dict) -> dict:
         crash_point("ray-embed")  # test hook: the actor dies holding a batch
@@ -298,7 +299,12 @@ class EmbedActor:
         secs = np.asarray(batch["secs"], dtype=np.float64).copy()
         if len(rows):
             payloads = [pickle.loads(data[i]) for i in rows]
-            vecs, toks = self.embed([p[0] for p in payloads])
+            parts = [
+                self.embed([p[0] for p in payloads[k : k + self.batch_size]])
+                for k in range(0, len(payloads), self.batch_size)
+            ]  # forward passes of at most --batch-size clips, whatever the block size
+            vecs = np.concatenate([v for v, _ in parts])
+            toks = np.concatenate([t for _, t in parts])
             share = (time.monotonic() - t0) / len(rows)
             for k, i in enumerate(rows):
                 data[i] = pickle.dumps((vecs[k], toks[k], payloads[k][1]), protocol=5)
@@ -337,13 +343,17 @@ def build_dataset(ray, todo, cfg, opts, res: dict):
         )
         ds = ds.map_batches(
             EmbedActor,
-            batch_size=opts.batch_size,
+            # whole blocks (one decoded file, or a part of a long one) as they come: a fixed batch size
+            # would hold finished files back until enough clips of other files arrived, and the driver
+            # could commit nothing until the end of a small run
+            batch_size=None,
             batch_format="numpy",
             fn_constructor_kwargs={
                 "model": opts.model,
                 "checkpoint": os.path.abspath(opts.checkpoint) if opts.checkpoint else None,
                 "device": res["device"],
                 "threads": 1,
+                "batch_size": opts.batch_size,
             },
             compute=ActorPoolStrategy(size=res["actors"]),
             num_cpus=ACTOR_CPUS,
