@@ -23,7 +23,7 @@ The driver (this process) scans, plans and holds the home lock exactly as the lo
 
 Rows are ``{job, kind, idx, data, secs}``: ``kind`` is ``clip`` (``data`` = pickled pixels and
 thumbnails, after embedding: vector, tokens, thumbnails), ``done`` (info, fingerprint, clip plans,
-clip count, warning) or ``error`` (reason, info, fingerprint); ``secs`` carries busy time for the
+clip count, warning, frame offset) or ``error`` (reason, info, fingerprint); ``secs`` carries busy time for the
 per-stage throughput. Pickled payloads keep one schema for rows of different kinds.
 """
 
@@ -267,7 +267,8 @@ def decode_files(batch: dict, cfg: bytes, file_timeout: float, run_id: str):
                 yield _row(job_id, "clip", idx, (pixels, thumb))
             elif kind == "done":
                 secs = msg[3] if len(msg) > 3 else 0.0
-                yield _row(job_id, "done", -1, (info, fp, plans, len(clips), msg[2]), secs)
+                offset = msg[4] if len(msg) > 4 else None
+                yield _row(job_id, "done", -1, (info, fp, plans, len(clips), msg[2], offset), secs)
             elif kind == "error":
                 yield _row(job_id, "error", -1, (msg[2], info, fp))
 
@@ -412,8 +413,8 @@ def _handle(run, batch: dict) -> None:
             run.add_embedded(job, int(idx), vector, tokens, thumb, float(secs))
             embedded = True
         elif kind == "done":
-            info, fp, plans, clips, warning = payload
-            run.finish_decoded(job, info, fp, plans, clips, warning, float(secs))
+            info, fp, plans, clips, warning, offset = payload
+            run.finish_decoded(job, info, fp, plans, clips, warning, float(secs), offset)
         else:
             reason, info, fp = payload
             st = run.jobs[job]

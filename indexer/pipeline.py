@@ -197,10 +197,17 @@ class _JobState:
     expected: int | None = None  # clips the decoder made, when results may arrive out of order (Ray)
     done: bool = False
     warning: str | None = None
+    frame_offset: float | None = None  # seconds; the decoder's largest sampled-frame substitution
 
 
 def _meta(
-    f: FoundFile, fp: str | None, info: dict | None, opts: IndexOptions, model_name: str, error=None
+    f: FoundFile,
+    fp: str | None,
+    info: dict | None,
+    opts: IndexOptions,
+    model_name: str,
+    error=None,
+    frame_offset: float | None = None,
 ) -> VideoMeta:
     info = info or {}
     return VideoMeta(
@@ -219,6 +226,7 @@ def _meta(
         model=model_name,
         clip_seconds=opts.clip_seconds,
         stride=opts.stride,
+        frame_offset=frame_offset,
         error=error,
     )
 
@@ -271,6 +279,7 @@ class IndexRun:
             self.embed_queue.append((job_id, idx, pixels))
         elif kind == "done":
             st.done, st.warning = True, msg[2]
+            st.frame_offset = msg[4] if len(msg) > 4 else None
             self._decoded(st, msg[3] if len(msg) > 3 else 0.0)
             self._release(st)
             self._maybe_finish(job_id)
@@ -297,13 +306,23 @@ class IndexRun:
         st.thumbs[idx] = thumb
         self._maybe_finish(job_id)
 
-    def finish_decoded(self, job_id: int, info: dict, fp: str, plans: list, clips: int, warning, seconds: float):
+    def finish_decoded(
+        self,
+        job_id: int,
+        info: dict,
+        fp: str,
+        plans: list,
+        clips: int,
+        warning,
+        seconds: float,
+        frame_offset: float | None = None,
+    ):
         """The decoder's summary of one file (the Ray executor): its clips may still be on their way."""
         st = self.jobs.get(job_id)
         if st is None or st.done:
             return
         st.info, st.fingerprint, st.plans = info, fp, plans
-        st.expected, st.done, st.warning = clips, True, warning
+        st.expected, st.done, st.warning, st.frame_offset = clips, True, warning, frame_offset
         self._decoded(st, seconds)
         self._maybe_finish(job_id)
 
@@ -373,7 +392,7 @@ class IndexRun:
         ]
         vectors = np.stack([st.embedded[i][0] for i in order])
         tokens = np.stack([st.embedded[i][1] for i in order])
-        meta = _meta(st.found, st.fingerprint, st.info, self.opts, self.model_name, error=st.warning)
+        meta = _meta(st.found, st.fingerprint, st.info, self.opts, self.model_name, st.warning, st.frame_offset)
         self.ready.append(PendingVideo(meta, spans, vectors, tokens, [st.thumbs.get(i) for i in order]))
         if st.warning:
             self.report.warnings.append({"path": st.found.path, "warning": st.warning})

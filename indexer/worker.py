@@ -8,7 +8,8 @@ Protocol (messages on the worker's result pipe, all tagged with the job id):
     ("start", job)                          the worker took the job (starts the per-file clock)
     ("info",  job, info: dict, fingerprint, plans: list[ClipPlan])
     ("clip",  job, clip_idx, pixels float32 [T,3,S,S], (thumbnail JPEG, filmstrip JPEG) | None)
-    ("done",  job, warning | None, seconds spent decoding (not waiting for the parent))
+    ("done",  job, warning | None, seconds spent decoding (not waiting for the parent),
+              largest |sampled frame - target| in seconds (0: exact frames))
     ("error", job, reason)
 Every message doubles as a heartbeat for the parent's per-file timeout.
 """
@@ -77,6 +78,7 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
                 got += 1
             decoded = video.frames_decoded
             incomplete = video.incomplete_windows
+            offset = round(float(video.max_frame_offset), 6)
         if got == 0:
             emit(("error", job.job_id, f"{os.path.basename(job.path)}: no frame could be decoded (corrupt file)"))
             return
@@ -91,7 +93,7 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
                 f"partly readable: decoding stopped at frame {decoded} of {info.num_frames}; "
                 f"{got - incomplete} of {len(plans)} clips complete (truncated or damaged file)"
             )
-        emit(("done", job.job_id, warning, time.monotonic() - t0 - blocked))
+        emit(("done", job.job_id, warning, time.monotonic() - t0 - blocked, offset))
     except VTRError as exc:
         emit(("error", job.job_id, exc.message))
     except MemoryError:

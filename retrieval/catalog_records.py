@@ -37,6 +37,7 @@ class VideoRecord:
     model: str | None
     clip_seconds: float | None
     stride: float | None
+    frame_offset: float | None = None  # largest |sampled frame - target| in seconds; 0 = exact frames
     clip_count: int = 0
 
 
@@ -84,6 +85,7 @@ class VideoMeta:
     model: str | None = None
     clip_seconds: float | None = None
     stride: float | None = None
+    frame_offset: float | None = None
     error: str | None = None  # warning for a partly readable file, or the failure reason
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 
 from retrieval.errors import InvalidInput, StoreError
 
-SCHEMA_REVISION = "0001"  # the Alembic head these tables correspond to (pinned by tests/test_migrations.py)
+SCHEMA_REVISION = "0002"  # the Alembic head these tables correspond to (pinned by tests/test_migrations.py)
 
 STATUS_INDEXED = "indexed"
 STATUS_FAILED = "failed"
@@ -81,6 +81,9 @@ videos = Table(
     Column("model", String(200)),  # model that embedded the clips
     Column("clip_seconds", Float),  # window and stride the clips were cut with
     Column("stride", Float),
+    # seconds: the largest distance of a sampled frame from its target (reference-frame decoding,
+    # --frame-tolerance); 0 = exact frames; NULL = indexed before it was recorded
+    Column("frame_offset", Float),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("indexed_at", DateTime(timezone=True)),

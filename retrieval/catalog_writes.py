@@ -165,6 +165,7 @@ class CatalogWrites:
             "model": meta.model,
             "clip_seconds": meta.clip_seconds,
             "stride": meta.stride,
+            "frame_offset": meta.frame_offset,
             "updated_at": now,
             "indexed_at": now if status == STATUS_INDEXED else None,
         }

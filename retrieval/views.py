@@ -45,6 +45,7 @@ def video_view(v, clips: Sequence) -> dict:
         "width": v.width,
         "height": v.height,
         "codec": v.codec,
+        "frame_offset": v.frame_offset,
         "size": v.size,
         "model": v.model,
         "clips": [clip_view(c) for c in clips],

@@ -86,9 +86,28 @@ def test_vtr_index_takes_the_tolerance_from_flag_or_environment(monkeypatch):
     from indexer.options import IndexOptions
     from retrieval.errors import InvalidInput
 
-    assert IndexOptions(["x"]).resolved().frame_tolerance == 0.0  # exact unless asked
-    monkeypatch.setenv("VTR_FRAME_TOLERANCE", "0.1")
-    assert IndexOptions(["x"]).resolved().frame_tolerance == 0.1
+    assert IndexOptions(["x"]).resolved().frame_tolerance == 0.1  # the default: one frame at 10-60 fps
+    monkeypatch.setenv("VTR_FRAME_TOLERANCE", "0")
+    assert IndexOptions(["x"]).resolved().frame_tolerance == 0.0  # exact frames, when asked
     assert IndexOptions(["x"], frame_tolerance=0.05).resolved().frame_tolerance == 0.05
     with pytest.raises(InvalidInput, match="frame-tolerance"):
         IndexOptions(["x"], frame_tolerance=-1).resolved()
+
+
+def test_the_frame_offset_used_is_recorded_per_video(bframes_video, tmp_path):
+    """The catalog says how far from their targets a video's sampled frames may be (0: exact frames)."""
+    from indexer.pipeline import IndexOptions, run_index
+    from retrieval.catalog import Catalog
+    from retrieval.home import DataHome
+
+    offsets = {}
+    for tol in (0.1, 0.0):
+        home = tmp_path / f"home{tol}"
+        opts = IndexOptions(paths=[str(bframes_video)], home=str(home), model="viclip-tiny-test", progress=False,
+                            frame_tolerance=tol, clip_seconds=2.0, workers=1)  # fmt: skip
+        assert run_index(opts).exit_code == 0
+        cat = Catalog(DataHome(home).db_url(), create=False)
+        (video,) = cat.list_videos()
+        offsets[tol] = video.frame_offset
+        cat.close()
+    assert 0 < offsets[0.1] <= 0.1 + 1e-9 and offsets[0.0] == 0.0

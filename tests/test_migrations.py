@@ -83,3 +83,26 @@ def test_vtr_db_upgrade_command(tmp_path):
     assert "already at revision" in res.output
     res = runner.invoke(main, ["db", "current", "--home", str(tmp_path / "home")])
     assert res.output.strip() == f"current {SCHEMA_REVISION}; head {SCHEMA_REVISION}"
+
+
+def test_upgrade_from_0001_keeps_indexed_videos(tmp_path):
+    """A catalog written before frame offsets were recorded keeps its rows; theirs is unknown (NULL)."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    assert migrations.upgrade(url, "0001") == "0001"
+    engine = make_engine(url)
+    now = "2026-12-01 00:00:00"
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO libraries (id, root, created_at) VALUES (1, '/lib', :t)"), {"t": now})
+        conn.execute(
+            sa.text(
+                "INSERT INTO videos (id, library_id, path, size, mtime_ns, fingerprint, status, created_at, updated_at)"
+                " VALUES (1, 1, '/lib/a.mp4', 10, 1, 'fp', 'indexed', :t, :t)"
+            ),
+            {"t": now},
+        )
+    engine.dispose()
+    assert migrations.upgrade(url) == SCHEMA_REVISION and _diff(url) == []
+    cat = Catalog(url, create=False)
+    (video,) = cat.list_videos()
+    assert video.path == "/lib/a.mp4" and video.frame_offset is None
+    cat.close()
