@@ -84,9 +84,10 @@ def text_hit(rec, itc: float, logits, rank: int, ranker: Ranker = S2) -> dict:
 
 def page_clips(ordered: Sequence[Ranked], offset: int, k: int, group: bool, ranker: Ranker = S2) -> list[dict]:
     """The requested page of clip hits; with ``group``, one entry per video (its best moment plus others)."""
+    if not group:  # hits for the page only: scoring a hit costs a few fused scores and a probability
+        page = enumerate(ordered[offset : offset + k], start=offset + 1)
+        return [clip_hit(rec, itc, lg, i, ranker) for i, (rec, itc, lg) in page]
     hits = [clip_hit(rec, itc, lg, i + 1, ranker) for i, (rec, itc, lg) in enumerate(ordered)]
-    if not group:
-        return hits[offset : offset + k]
     groups: OrderedDict[int, dict] = OrderedDict()
     for h in hits:
         g = groups.get(h["video_id"])
