@@ -9,6 +9,7 @@ embeddings exactly instead of over-fetching from an approximate index.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,34 @@ def clip_candidates(
         if have >= need or exhausted or fetch >= min(index.ntotal, MAX_CANDIDATES):
             return cands
         fetch = min(index.ntotal, MAX_CANDIDATES, fetch * 2 + 16)
+
+
+@dataclass(frozen=True)
+class ClipId:
+    """A candidate known by its id only: re-ranking needs ids and scores, the page needs records."""
+
+    id: int
+
+
+def clip_candidate_ids(index, query: np.ndarray, need: int, allowed: np.ndarray | None, vectors: VectorLookup):
+    """ITC-ordered (:class:`ClipId`, itc score), at most ``need``, without reading the catalog."""
+    if index is None or index.ntotal == 0:
+        return []
+    scores, ids, _ = itc(index, query, min(max(need, 1), MAX_CANDIDATES), allowed, vectors)
+    return [(ClipId(int(i)), float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
+
+
+def with_records(catalog, ordered: list, upto: int) -> list | None:
+    """The first ``upto`` ranked entries with their clips' catalog records in place of their ids.
+
+    None when some of them have no record (clips deleted since the index was loaded): the caller then
+    reads every candidate's record, as ranking with records from the start does.
+    """
+    head = ordered[:upto]
+    records = {r.id: r for r in catalog.clips_by_ids([c.id for c, _, _ in head])}
+    if len(records) < len(head):
+        return None
+    return [(records[c.id], s, lg) for c, s, lg in head]
 
 
 def text_candidates(catalog, index, query: np.ndarray, fetch: int) -> list[tuple[Any, float]]:

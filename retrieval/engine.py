@@ -225,7 +225,14 @@ class SearchEngine(AdminWrites, EngineStatus):
         use_rerank = self._use_rerank(rerank)
         enc = self.encode_text(query)
         r = self.rerank_k if use_rerank else 0
-        cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
+        # ungrouped: ids and scores are enough to rank, and only the page's records are read
+        by_id = not group_by_video and r > offset + k
+        if by_id:
+            allowed = candidates.allowed_ids(self.catalog, filters)
+            need = max(offset + k, r)
+            cands = candidates.clip_candidate_ids(self._clip_index(), enc.vector, need, allowed, self._tokens.vectors)
+        else:
+            cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
         ranker = ranking.for_model(self.bundle[0])
         head = [c.id for c, _ in cands[:r]]
         sims = {}
@@ -238,6 +245,13 @@ class SearchEngine(AdminWrites, EngineStatus):
             logits = rescore.clips_for_text(self.encoder, self._tokens, enc, cands[:r]) if r else {}
             logits = ranking.with_bank(logits, sims)
         ordered = ranker.order(cands, lambda c: c.id, logits, r)
+        if by_id:
+            page = candidates.with_records(self.catalog, ordered, offset + k)
+            if page is None:  # clips deleted since the index was loaded: rank with records, as grouping does
+                cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, False)
+                logits = {i: lg for i, lg in logits.items() if i in {c.id for c, _ in cands}}
+                page = ranker.order(cands, lambda c: c.id, logits, r)
+            ordered = page
         results = views.page_clips(ordered, offset, k, group_by_video, ranker)
         relevance = (views.best_probability(ordered, ranker), self.min_match_probability)
         return views.envelope(query, "clips", t0, offset, k, len(logits), results, relevance)

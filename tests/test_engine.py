@@ -459,3 +459,25 @@ def test_microbatcher_lanes_run_batches_side_by_side():
     assert results == {i: 2 * i for i in range(20)}
     assert sorted(seen) == list(range(20)) and peak[0] == 2
     assert mb.items == 20 and mb._running == 0 and not mb._pending
+
+
+def test_a_clip_deleted_by_another_process_is_not_on_the_page(fresh_home, tiny, monkeypatch):
+    """Re-ranked pages read only their own records: a clip deleted since this engine loaded its index
+    (by another process) is left out, and ranks stay contiguous."""
+    from retrieval import candidates
+
+    pages = []
+    real = candidates.with_records
+    monkeypatch.setattr(candidates, "with_records", lambda *a: pages.append(real(*a)) or pages[-1])
+    reader = SearchEngine(fresh_home, bundle=tiny, rerank_k=8, reload_interval=3600.0)
+    before = reader.search_text(QUERIES[0], k=3, rerank=True)["results"]
+    top = before[0]
+    writer = SearchEngine(fresh_home, bundle=tiny, reload_interval=0.0)
+    writer.delete_video(top["video_id"])
+    writer.close()
+    after = reader.search_text(QUERIES[0], k=3, rerank=True)["results"]
+    assert top["clip_id"] not in [h["clip_id"] for h in after]
+    assert [h["rank"] for h in after] == list(range(1, len(after) + 1)) and len(after) == 3
+    assert all(h["reranked"] for h in after)
+    assert pages[0] is not None and pages[-1] is None  # the second page found a record missing
+    reader.close()
