@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 _COMMIT_EVERY_S = 1.0  # finished videos wait at most this long for a group commit (work lost to a crash)
 _COMMIT_GROUP = 16
+# decoded clips that may wait for a model still loading; past this the decoders wait too (at 224 px and
+# 8 frames a clip is 4.8 MB: ~50 clips; the tiny model's 64 px clips: ~650)
+_BACKLOG_BYTES = 256 << 20
 
 
 def token_layout(model) -> StoreLayout:
@@ -347,6 +350,12 @@ class IndexRun:
         self.sink.fail(_meta(f, fp, st.info, self.opts, self.model_name), reason)
         self.report.failed.append({"path": f.path, "reason": reason})
         self._tick()
+
+    def backlogged(self) -> bool:
+        """Whether the decoders should wait: the model is still loading and enough clips wait for it."""
+        if getattr(self.embed, "ready", True) or not self.embed_queue:
+            return False
+        return len(self.embed_queue) * self.embed_queue[0][2].nbytes >= _BACKLOG_BYTES
 
     # -- embedding and committing
     def embed_some(self, force: bool = False, wait: bool = False) -> None:

@@ -135,7 +135,14 @@ def run_pool(run, todo: list[FoundFile]) -> None:
                     run.start(job_id, f, w)
                     w.assign(Job(job_id, f.path, f.size))
             busy = [w for w in workers if w.job is not None]
-            readable = wait_connections([w.result_r for w in busy], timeout=0.05) if busy else []
+            if run.backlogged():  # the model is still loading and enough clips wait: the decoders wait too
+                now = time.monotonic()
+                for w in busy:
+                    w.last_seen = now  # the pause is ours, not a stalled decoder's (per-file timeout)
+                time.sleep(0.05)
+                readable = []
+            else:
+                readable = wait_connections([w.result_r for w in busy], timeout=0.05) if busy else []
             by_conn = {w.result_r: w for w in busy}
             received = 0
             for conn in readable:

@@ -318,3 +318,25 @@ def test_progress_is_bounded_in_time(tmp_path):
     rep = run_index(_opts([lib], tmp_path / "home"))
     assert rep.exit_code == 0 and len(rep.indexed) == 6
     assert time.monotonic() - t0 < 60
+
+
+def test_decoders_wait_for_a_slow_model_without_timing_out(tmp_path, monkeypatch):
+    """Clips decoded while the model loads are bounded: past the backlog the decoders wait, and that
+    wait is not charged to their files' timeout."""
+    import indexer.pipeline as pipeline
+
+    lib = tmp_path / "lib"
+    make_library(lib, count=4, seconds=3)
+    monkeypatch.setattr(pipeline, "_BACKLOG_BYTES", 1)  # one queued clip is a full backlog
+    real_load = pipeline.LoadingEmbedder._load
+    held = []
+
+    def slow_load(self):
+        time.sleep(2.0)  # longer than the file timeout below
+        held.append(True)
+        real_load(self)
+
+    monkeypatch.setattr(pipeline.LoadingEmbedder, "_load", slow_load)
+    rep = run_index(_opts([lib], tmp_path / "home", file_timeout=0.5))
+    assert rep.exit_code == 0 and rep.failed == [] and len(rep.indexed) == 4 and held
+    _assert_consistent(tmp_path / "home")
