@@ -175,3 +175,29 @@ def test_openapi_document_covers_every_api_route(app, client):
         node = doc
         for key in ref.split("/"):
             node = node[key]
+
+
+@pytest.mark.parametrize(
+    "url, word",
+    [
+        ("/api/v1/suggestions?n=&n=7", "2 times"),
+        ("/api/v1/search?q=a+red+circle&k=5&k=6", "2 times"),
+        ("/api/v1/search?q=a+red+circle&min_duration=", "empty"),
+        ("/api/v1/search?q=a+red+circle&rerank=", "empty"),
+    ],
+)
+def test_repeated_or_empty_typed_query_parameters_are_422(client, url, word):
+    assert word in assert_error(client.get(url), 422, "invalid_input")
+
+
+def test_typed_query_parameters_match_the_openapi_document():
+    from webapp.guards import TYPED_QUERY_PARAMS
+
+    typed = set()
+    for ops in build_document()["paths"].values():
+        for op in ops.values():
+            for p in op.get("parameters", []):
+                p = build_document()["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p
+                if p.get("in") == "query" and p.get("schema", {}).get("type") in ("integer", "number", "boolean"):
+                    typed.add(p["name"])
+    assert typed == set(TYPED_QUERY_PARAMS)

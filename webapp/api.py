@@ -17,6 +17,7 @@ from retrieval.errors import InvalidInput, NotFound
 from retrieval.query import MAX_K, MAX_OFFSET, check_target
 from webapp.errors import Forbidden
 from webapp.guards import (
+    check_query_args,
     index_roots,
     inside_index_roots,
     json_body,
@@ -31,6 +32,7 @@ from webapp.state import get_engine, get_index_queue
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(limit_rate)
+bp.before_request(check_query_args)
 
 DEFAULT_K = 20
 MAX_TEXTS_PER_REQUEST = 10_000

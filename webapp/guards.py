@@ -69,6 +69,26 @@ def inside_index_roots(path: str | os.PathLike, roots: list[str]) -> bool:
 # -- parsing
 
 
+# The query parameters openapi.json types as integer, number or boolean (tests/test_api_errors.py keeps
+# this in step with webapp/openapi.py); in a query string an empty value for one of them is an error.
+TYPED_QUERY_PARAMS = frozenset({"k", "offset", "rerank", "min_duration", "max_duration", "group_by_video", "n"})
+
+
+def check_query_args() -> None:
+    """Reject a query string that repeats a parameter or leaves a typed one empty.
+
+    Why: every parameter takes one value, and reading only the first of several (``n=&n=7``) would
+    answer a request other than the one sent; an empty number (``min_duration=``) is not a number.
+    JSON and form bodies keep their own rules (an empty field there means "not given").
+    """
+    for name in request.args:
+        values = request.args.getlist(name)
+        if len(values) > 1:
+            raise InvalidInput(f"query parameter {name!r} is given {len(values)} times; give it once")
+        if name in TYPED_QUERY_PARAMS and values[0].strip() == "":
+            raise InvalidInput(f"query parameter {name!r} is empty; give a value or leave it out")
+
+
 def parse_int(name: str, raw, default: int | None, lo: int, hi: int) -> int | None:
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         return default
