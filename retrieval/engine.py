@@ -249,7 +249,8 @@ class SearchEngine(AdminWrites, EngineStatus):
             page = candidates.with_records(self.catalog, ordered, offset + k)
             if page is None:  # clips deleted since the index was loaded: rank with records, as grouping does
                 cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, False)
-                logits = {i: lg for i, lg in logits.items() if i in {c.id for c, _ in cands}}
+                present = {c.id for c, _ in cands}
+                logits = {i: lg for i, lg in logits.items() if i in present}
                 page = ranker.order(cands, lambda c: c.id, logits, r)
             ordered = page
         results = views.page_clips(ordered, offset, k, group_by_video, ranker)
