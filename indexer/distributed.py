@@ -283,7 +283,7 @@ class EmbedActor:
     def __init__(self, model: str | None, checkpoint: str | None, device: str, threads: int = 1, batch_size: int = 32):
         import torch
 
-        from indexer.pipeline import Embedder
+        from indexer.embedding import Embedder
         from retrieval.factory import load_model
 
         if device == "cpu":

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from indexer.embedding import Embedder, LoadingEmbedder, token_layout
 from indexer.fingerprint import fingerprint
 from indexer.options import IndexOptions, IndexReport, check_model_name
 from indexer.pool import run_pool
@@ -36,7 +37,6 @@ from indexer.worker import WorkerConfig
 from retrieval.catalog import STATUS_INDEXED, Catalog, ClipSpan, VideoMeta
 from retrieval.clip_writer import ClipSink, PendingVideo
 from retrieval.crashpoints import crash_point
-from retrieval.errors import ConfigError
 from retrieval.frames import VideoTransform
 from retrieval.home import DataHome
 from retrieval.lock import HomeLock
@@ -52,98 +52,6 @@ _COMMIT_GROUP = 16
 # decoded clips that may wait for a model still loading; past this the decoders wait too (at 224 px and
 # 8 frames a clip is 4.8 MB: ~50 clips; the tiny model's 64 px clips: ~650)
 _BACKLOG_BYTES = 256 << 20
-
-
-def token_layout(model) -> StoreLayout:
-    """Shape of the model's per-clip token set, from one forward pass on a black clip."""
-    import torch
-
-    device = next(model.parameters()).device
-    x = torch.zeros(1, model.num_frames, 3, model.image_size, model.image_size, device=device)
-    with torch.inference_mode():
-        emb, tokens = model.encode_video(x, normalize=True, return_tokens=True)
-    return StoreLayout(model.name, int(tokens.shape[1]), int(tokens.shape[2]), int(emb.shape[1]))
-
-
-class Embedder:
-    def __init__(self, model):
-        import torch
-
-        self.torch = torch
-        self.model = model
-        self.device = next(model.parameters()).device
-
-    def __call__(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        torch = self.torch
-        x = torch.from_numpy(np.stack(pixels)).to(self.device)
-        with torch.inference_mode():
-            emb, tokens = self.model.encode_video(x, normalize=True, return_tokens=True)
-        return emb.float().cpu().numpy(), tokens.to(torch.float16).cpu().numpy()
-
-
-class LoadingEmbedder:
-    """An :class:`Embedder` whose model loads in a background thread while the decoders start.
-
-    Why: importing torch and open_clip and building the model takes seconds of one core, and the
-    decoders need none of it (the run's shapes come from the model's config). Clips decoded in the
-    meantime wait in the embed queue; the run blocks on the model only when nothing else is left.
-
-    CPU threads for the model while decoders run: the cores the decoders leave free, at least one.
-    With every core busy decoding, a multi-threaded forward pass waits at each parallel region for a
-    descheduled thread (measured here: a 2 ms batch took 300 ms), and indexing fell to 0.6x the
-    decode-only bound. One thread keeps it at ~1x for small models; for a large model on the CPU, give
-    it cores by using fewer ``--workers``.
-    """
-
-    def __init__(self, opts: IndexOptions, layout: StoreLayout):
-        import threading
-
-        self._opts, self._layout = opts, layout
-        self._embedder: Embedder | None = None
-        self._error: BaseException | None = None
-        self._threads_before: int | None = None
-        self._thread = threading.Thread(target=self._load, name="vtr-model-load", daemon=True)
-        self._thread.start()
-
-    def _load(self) -> None:
-        try:
-            import torch
-
-            from retrieval.factory import load_model
-
-            model, _, _ = load_model(self._opts.model, self._opts.checkpoint, self._opts.device)
-            if next(model.parameters()).device.type == "cpu":
-                self._threads_before = torch.get_num_threads()
-                torch.set_num_threads(max(1, (os.cpu_count() or 1) - self._opts.workers))
-            got = token_layout(model)
-            if got != self._layout:  # the config-derived shapes the store was opened with
-                raise ConfigError(f"model {model.name}: produces {got}, its config says {self._layout}")
-            self._embedder = Embedder(model)
-        except BaseException as exc:  # surfaced on the run's thread by wait()
-            self._error = exc
-
-    @property
-    def ready(self) -> bool:
-        return not self._thread.is_alive()
-
-    def wait(self) -> Embedder:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._embedder is not None
-        return self._embedder
-
-    def __call__(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return self.wait()(pixels)
-
-    def close(self) -> None:
-        """Wait for the loader (no thread outlives the run) and give torch back its thread count."""
-        self._thread.join()
-        if self._threads_before is not None:
-            import torch
-
-            torch.set_num_threads(self._threads_before)
-            self._threads_before = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,14 +261,14 @@ class IndexRun:
 
     def backlogged(self) -> bool:
         """Whether the decoders should wait: the model is still loading and enough clips wait for it."""
-        if getattr(self.embed, "ready", True) or not self.embed_queue:
+        if self.embed is None or self.embed.ready or not self.embed_queue:
             return False
         return len(self.embed_queue) * self.embed_queue[0][2].nbytes >= _BACKLOG_BYTES
 
     # -- embedding and committing
     def embed_some(self, force: bool = False, wait: bool = False) -> None:
         """Embed a full batch (``force``: whatever is queued); ``wait``: block until the model has loaded."""
-        if not wait and not getattr(self.embed, "ready", True):
+        if not wait and self.embed is not None and not self.embed.ready:
             return  # the model is still loading: keep decoding, the queue waits
         bs = self.opts.batch_size
         while len(self.embed_queue) >= bs or (force and self.embed_queue):

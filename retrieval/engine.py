@@ -227,12 +227,12 @@ class SearchEngine(AdminWrites, EngineStatus):
         r = self.rerank_k if use_rerank else 0
         # ungrouped: ids and scores are enough to rank, and only the page's records are read
         by_id = not group_by_video and r > offset + k
+        need = max(offset + k, r)
         if by_id:
             allowed = candidates.allowed_ids(self.catalog, filters)
-            need = max(offset + k, r)
             cands = candidates.clip_candidate_ids(self._clip_index(), enc.vector, need, allowed, self._tokens.vectors)
         else:
-            cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, group_by_video)
+            cands = self._clip_candidates(enc.vector, need, filters, group_by_video)
         ranker = ranking.for_model(self.bundle[0])
         head = [c.id for c, _ in cands[:r]]
         sims = {}
@@ -248,7 +248,7 @@ class SearchEngine(AdminWrites, EngineStatus):
         if by_id:
             page = candidates.with_records(self.catalog, ordered, offset + k)
             if page is None:  # clips deleted since the index was loaded: rank with records, as grouping does
-                cands = self._clip_candidates(enc.vector, max(offset + k, r), filters, False)
+                cands = self._clip_candidates(enc.vector, need, filters, False)
                 present = {c.id for c, _ in cands}
                 logits = {i: lg for i, lg in logits.items() if i in present}
                 page = ranker.order(cands, lambda c: c.id, logits, r)

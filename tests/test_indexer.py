@@ -323,12 +323,13 @@ def test_progress_is_bounded_in_time(tmp_path):
 def test_decoders_wait_for_a_slow_model_without_timing_out(tmp_path, monkeypatch):
     """Clips decoded while the model loads are bounded: past the backlog the decoders wait, and that
     wait is not charged to their files' timeout."""
+    import indexer.embedding as embedding
     import indexer.pipeline as pipeline
 
     lib = tmp_path / "lib"
     make_library(lib, count=4, seconds=3)
     monkeypatch.setattr(pipeline, "_BACKLOG_BYTES", 1)  # one queued clip is a full backlog
-    real_load = pipeline.LoadingEmbedder._load
+    real_load = embedding.LoadingEmbedder._load
     held = []
 
     def slow_load(self):
@@ -336,7 +337,7 @@ def test_decoders_wait_for_a_slow_model_without_timing_out(tmp_path, monkeypatch
         held.append(True)
         real_load(self)
 
-    monkeypatch.setattr(pipeline.LoadingEmbedder, "_load", slow_load)
+    monkeypatch.setattr(embedding.LoadingEmbedder, "_load", slow_load)
     rep = run_index(_opts([lib], tmp_path / "home", file_timeout=0.5))
     assert rep.exit_code == 0 and rep.failed == [] and len(rep.indexed) == 4 and held
     _assert_consistent(tmp_path / "home")
