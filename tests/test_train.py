@@ -95,6 +95,7 @@ def test_fp16_weights_and_frame_average_model_train(train_dir, tmp_path, monkeyp
         ({"mask_ratio": 1.5}, "mask_ratio"),
         ({"shuffled_negatives": -1}, "shuffled_negatives"),
         ({"logit_scale_lr": 0}, "logit_scale_lr"),
+        ({"text_contrast": -1}, "text_contrast"),
     ],
 )
 def test_bad_configs_are_clear_errors(train_dir, tmp_path, bad, match):
@@ -141,6 +142,30 @@ def test_batches_rephrase_captions_and_know_their_twins(train_dir):
         assert records[idx[i]]["group"] == records[idx[j]]["group"]
     kinds = {(r["kind"], (r.get("attributes") or {}).get("motion")): time_asymmetric(r) for r in records}
     assert all(v == (k[0] == "order" or (k[0] == "single" and k[1] != "still")) for k, v in kinds.items())
+
+
+def test_text_contrast_pulls_phrasings_of_one_meaning_together_and_apart_from_others(train_dir, tmp_path):
+    import numpy as np
+
+    from retrieval import create_model
+    from retrieval.synth import read_captions
+    from retrieval.training.data import ClipBatches
+
+    records = read_captions(train_dir)
+    frames = np.zeros((len(records), 16, 4, 4, 3), np.uint8)
+    b = ClipBatches(records, frames, 16, 8, seed=0, alt_phrasings=True).batch(3)
+    assert b.alt_captions is not None and len(b.alt_captions) == len(b.captions)
+    assert b.alt_captions != b.captions  # another phrasing of the same meanings
+    assert ClipBatches(records, frames, 16, 8, seed=0).batch(3).alt_captions is None
+
+    out = tmp_path / "ttc.safetensors"
+    cfg = _cfg(train_dir, out, steps=30, lr=3e-3, rephrase=True, text_contrast=1.0, vtm_weight=0.0)
+    train(cfg, progress=False)
+    log = _log(out)
+    assert all("ttc" in r for r in log)
+    assert np.mean([r["ttc"] for r in log[-5:]]) < np.mean([r["ttc"] for r in log[:5]]) - 0.1
+    model = create_model(None, pretrained=out)
+    assert model.name == "viclip-tiny-test"
 
 
 def test_the_temperature_has_its_own_learning_rate(train_dir, tmp_path):

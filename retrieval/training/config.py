@@ -68,6 +68,7 @@ class TrainCfg:
     easy_negatives: bool = False  # VTM: also one uniformly drawn negative per text and per video (bootstraps the head)
     twin_negatives: bool = True  # VTM: a clip's generated twin (other meaning) is an explicit negative
     shuffled_negatives: int = 0  # frame-shuffled copies of time-dependent clips per batch, negatives for VTC and VTM
+    text_contrast: float = 0.0  # weight of an InfoNCE between two phrasings of each caption (generated data)
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
@@ -97,6 +98,8 @@ class TrainCfg:
             raise ConfigError("lr and logit_scale_lr must be positive")
         if not isinstance(cfg.shuffled_negatives, int) or not 0 <= cfg.shuffled_negatives <= cfg.batch_size:
             raise ConfigError("shuffled_negatives must be an integer in [0, batch_size]")
+        if not isinstance(cfg.text_contrast, int | float) or not cfg.text_contrast >= 0:
+            raise ConfigError("text_contrast must be a number >= 0")
         if cfg.save_dtype not in ("float16", "float32"):
             raise ConfigError("save_dtype must be float16 or float32")
         return cfg

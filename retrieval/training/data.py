@@ -87,6 +87,7 @@ class Batch:
     keys: list[str]  # equal keys = same meaning (positives of each other)
     twins: np.ndarray  # int [P,2]: (a, b) batch positions of generated twins whose meanings differ
     asymmetric: np.ndarray  # bool [B]: shuffling this clip's frames changes what it shows
+    alt_captions: list[str] | None = None  # a second phrasing of each caption (text contrast), or None
 
 
 def time_asymmetric(record: dict) -> bool:
@@ -123,12 +124,13 @@ class ClipBatches:
         num_frames: int,
         seed: int,
         rephrase: bool = False,
+        alt_phrasings: bool = False,
     ):
         if len(records) < 2:
             raise InvalidInput("training needs at least 2 clips")
         self.records, self.frames = records, frames
         self.batch_size, self.num_frames, self.seed = min(batch_size, len(records)), num_frames, seed
-        self.rephrase = rephrase
+        self.rephrase, self.alt_phrasings = rephrase, alt_phrasings
         groups: dict = {}
         for i, r in enumerate(records):
             groups.setdefault(r.get("group", f"clip{i}"), []).append(i)
@@ -178,7 +180,11 @@ class ClipBatches:
         else:
             caps = [self.records[i]["caption"] for i in idx]
         keys = [self.keys[i] for i in idx]
-        return Batch(pixels, caps, keys, self._twins(idx), self.asymmetric[idx])
+        alt = None
+        if self.alt_phrasings:
+            alt_rng = np.random.default_rng([self.seed, 17, step])
+            alt = [rephrase(self.records[i], alt_rng) for i in idx]
+        return Batch(pixels, caps, keys, self._twins(idx), self.asymmetric[idx], alt)
 
 
 def normalize(pixels: np.ndarray, mean, std) -> torch.Tensor:

@@ -107,6 +107,14 @@ def _batch_loss(model, batch, tokenizer, cfg: TrainCfg, step: int, device):
     vtc = vtc_loss(v, t, scale, pos, extra_video_emb=v_all[B:])
     stats = {"vtc": vtc.item()}
     loss = vtc
+    if cfg.text_contrast > 0 and batch.alt_captions is not None:
+        # Two phrasings of one meaning are positives, every other meaning a negative: the text tower
+        # must tell "moves left" from "moves right" even while the video tower cannot yet, which
+        # breaks the symmetric start where neither tower has a gradient to separate the two.
+        t_alt = model.encode_text(tokenizer(batch.alt_captions).to(device), normalize=True)
+        ttc = vtc_loss(t_alt, t, scale, pos)
+        loss = loss + cfg.text_contrast * ttc
+        stats["ttc"] = ttc.item()
     if cfg.vtm_weight > 0 and model.match_head is not None:
         length = int(ids.argmax(dim=1).max()) + 1  # drop all-padding columns: exact, and faster
         explicit = None
@@ -168,7 +176,15 @@ def train(cfg: TrainCfg, resume: bool = False, progress: bool = True, stop_at: i
     records, frames = prepare(cfg, progress)
     torch.manual_seed(cfg.seed)
     model, _, tokenizer = create_model_and_transforms(cfg.model, pretrained=cfg.init or "random", device=device)
-    batches = ClipBatches(records, frames, cfg.batch_size, model.num_frames, cfg.seed, rephrase=cfg.rephrase)
+    batches = ClipBatches(
+        records,
+        frames,
+        cfg.batch_size,
+        model.num_frames,
+        cfg.seed,
+        rephrase=cfg.rephrase,
+        alt_phrasings=cfg.text_contrast > 0,
+    )
     optimizer = make_optimizer(model, cfg)
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
