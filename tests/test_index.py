@@ -242,6 +242,32 @@ def test_unreachable_target_keeps_the_best_setting_and_says_so(data):
     assert again["value"] == best and again["param_value"] == index.nprobe
 
 
+def test_refine_indexes_keep_the_fastest_k_factor_that_meets_the_target_and_save_it(data, tmp_path):
+    from retrieval.index.recall import REFINE_K_FACTORS
+
+    x, ids, q = data
+    index = VectorIndex.build(x, ids, model="m", factory="IVF64,PQ16x4fs,Refine(SQfp16)", recall_target=0.95, seed=3)
+    r = index.recall
+    assert r["refine_k_factor"] in REFINE_K_FACTORS and r["refine_k_factor"] == index.refine_k_factor
+    assert r["value"] >= 0.95 and r["query_ms"] > 0
+    assert index.search_params()["refine_k_factor"] == index.refine_k_factor
+    path = tmp_path / "clips.faiss"
+    index.save(path)
+    loaded = VectorIndex.load(path, model="m")
+    assert loaded.refine_k_factor == index.refine_k_factor and loaded.nprobe == index.nprobe
+    assert np.array_equal(loaded.search(q, 20)[1], index.search(q, 20)[1])
+    # the factor is what the search uses: a shortlist of k itself loses what re-scoring recovers
+    queries, truth, origin = index.probe_queries(x, ids, k=20, queries=1000, seed=3)
+
+    def recall_now():
+        got = np.stack([row[row != o][:20] for row, o in zip(index.search(queries, 21)[1], origin, strict=True)])
+        return _recall(got, truth)
+
+    assert abs(recall_now() - r["value"]) < 2e-3
+    index.refine_k_factor = 1
+    assert recall_now() < r["value"] - 0.02
+
+
 def test_recall_and_search_params_in_the_sidecar_and_old_sidecars_still_load(data, tmp_path):
     x, ids, q = data
     path = tmp_path / "clips.faiss"

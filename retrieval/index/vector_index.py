@@ -171,6 +171,7 @@ class VectorIndex:
         )
         vi.ef_search = int(meta.get("ef_search", vi.ef_search))
         vi.nprobe = int(meta.get("nprobe", vi.nprobe))
+        vi.refine_k_factor = int(meta.get("refine_k_factor", vi.refine_k_factor))
         vi.recall = meta.get("recall")  # absent in indexes written before recall was measured
         if meta.get("count") is not None and meta["count"] != vi.ntotal:
             log.warning(
@@ -188,6 +189,7 @@ class VectorIndex:
             "factory": self.factory,
             "ef_search": self.ef_search,
             "nprobe": self.nprobe,
+            "refine_k_factor": self.refine_k_factor,
             "search": self.search_params(),
             "recall": self.recall,
             "tombstones": sorted(self.tombstones),
@@ -287,7 +289,7 @@ class VectorIndex:
         if isinstance(outer, (faiss.IndexIDMap, faiss.IndexIDMap2)):
             outer = faiss.downcast_index(outer.index)
         if isinstance(outer, faiss.IndexRefine):
-            outer.k_factor = max(float(outer.k_factor), float(self.refine_k_factor))
+            outer.k_factor = float(self.refine_k_factor)
         inner = inner_index(self.index)
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = max(self.ef_search, 16)
