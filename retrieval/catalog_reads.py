@@ -18,6 +18,18 @@ from retrieval.catalog_records import ClipRecord, TextRecord, VideoRecord, recor
 from retrieval.catalog_schema import STATUS_FAILED, STATUS_INDEXED, chunks, clips, libraries, texts, videos
 from retrieval.errors import NotFound
 
+# Built once: constructing the select with its joins cost ~0.1 ms of the ~0.75 ms a page of 20
+# clips (statements are immutable; ``.where`` makes a new one).
+_CLIP_QUERY = sa.select(
+    clips,
+    videos.c.path,
+    libraries.c.root,
+    videos.c.duration,
+    videos.c.fps,
+    videos.c.width,
+    videos.c.height,
+).select_from(clips.join(videos).join(libraries))
+
 
 class CatalogReads:
     """Queries over the catalog (mixed into :class:`retrieval.catalog.Catalog`, which provides ``_read``)."""
@@ -167,15 +179,7 @@ class CatalogReads:
 
     # -- clips
     def _clip_query(self):
-        return sa.select(
-            clips,
-            videos.c.path,
-            libraries.c.root,
-            videos.c.duration,
-            videos.c.fps,
-            videos.c.width,
-            videos.c.height,
-        ).select_from(clips.join(videos).join(libraries))
+        return _CLIP_QUERY
 
     def get_clip(self, clip_id: int) -> ClipRecord:
         """The clip with this id (with its video's path, root, duration); :class:`NotFound` if none."""
