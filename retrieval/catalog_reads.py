@@ -19,7 +19,7 @@ from retrieval.catalog_schema import STATUS_FAILED, STATUS_INDEXED, chunks, clip
 from retrieval.errors import NotFound
 
 # Built once: constructing the select with its joins cost ~0.1 ms of the ~0.75 ms a page of 20
-# clips (statements are immutable; ``.where`` makes a new one).
+# clips took (statements are immutable; ``.where`` makes a new one).
 _CLIP_QUERY = sa.select(
     clips,
     videos.c.path,
