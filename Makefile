@@ -51,16 +51,17 @@ test-all: venv sysdeps ## Run every test, slow ones included
 
 STAGE1_MAIN := runs/viclip-tiny-synth/viclip-tiny-synth
 STAGE1_BASE := runs/viclip-tiny-synth-framemean/viclip-tiny-synth-framemean
-RUN_MAIN := $(STAGE1_MAIN)-tc
-RUN_BASE := $(STAGE1_BASE)-tc
+RUN_MAIN := $(STAGE1_MAIN)-tc2
+RUN_BASE := $(STAGE1_BASE)-tc2
 CONFIGS := retrieval/train_configs
 # seeds: 0 trains, 5 fits the default ranking (val), 11 tests; none of them sees another's clips
-model: venv sysdeps ## Reproduce the shipped demo model and its frame-average baseline: data, train in three stages (both cores), fit the ranking, evaluate
+model: venv sysdeps ## Reproduce the shipped demo model and its frame-average baseline: data, train in four stages (both cores), fit the ranking, evaluate
 	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth.json --prepare-only
 	mkdir -p $(dir $(RUN_MAIN)) $(dir $(RUN_BASE))
 	# stage 1 (first recipe), stage 2 (temporal fine-tune: rephrasing, twin and shuffled negatives, own temperature
-	# lr), stage 3 (text contrast: two phrasings of a meaning pulled together, other meanings pushed apart)
-	for stage in "" -ft -tc; do \
+	# lr), stage 3 (text contrast: two phrasings of a meaning pulled together, other meanings pushed apart),
+	# stage 4 (the same at half the learning rate)
+	for stage in "" -ft -tc -tc2; do \
 		$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth$$stage.json --resume > $(STAGE1_MAIN)$$stage.train.log 2>&1 & main=$$!; \
 		$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth-framemean$$stage.json --resume > $(STAGE1_BASE)$$stage.train.log 2>&1 & base=$$!; \
 		wait $$main && wait $$base || { tail -5 $(STAGE1_MAIN)$$stage.train.log $(STAGE1_BASE)$$stage.train.log; exit 1; }; \
