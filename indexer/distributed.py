@@ -266,9 +266,8 @@ def decode_files(batch: dict, cfg: bytes, file_timeout: float, run_id: str):
                 clips.add(idx)
                 yield _row(job_id, "clip", idx, (pixels, thumb))
             elif kind == "done":
-                secs = msg[3] if len(msg) > 3 else 0.0
-                offset = msg[4] if len(msg) > 4 else None
-                yield _row(job_id, "done", -1, (info, fp, plans, len(clips), msg[2], offset), secs)
+                _, _, warning, secs, offset = msg
+                yield _row(job_id, "done", -1, (info, fp, plans, len(clips), warning, offset), secs)
             elif kind == "error":
                 yield _row(job_id, "error", -1, (msg[2], info, fp))
 

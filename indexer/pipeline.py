@@ -189,9 +189,9 @@ class IndexRun:
             st.waiting += 1
             self.embed_queue.append((job_id, idx, pixels))
         elif kind == "done":
-            st.done, st.warning = True, msg[2]
-            st.frame_offset = msg[4] if len(msg) > 4 else None
-            self._decoded(st, msg[3] if len(msg) > 3 else 0.0)
+            _, _, st.warning, seconds, st.frame_offset = msg
+            st.done = True
+            self._decoded(st, seconds)
             self._release(st)
             self._maybe_finish(job_id)
         elif kind == "error":

@@ -178,13 +178,10 @@ class CatalogReads:
         return out
 
     # -- clips
-    def _clip_query(self):
-        return _CLIP_QUERY
-
     def get_clip(self, clip_id: int) -> ClipRecord:
         """The clip with this id (with its video's path, root, duration); :class:`NotFound` if none."""
         with self._read() as conn:
-            row = conn.execute(self._clip_query().where(clips.c.id == int(clip_id))).first()
+            row = conn.execute(_CLIP_QUERY.where(clips.c.id == int(clip_id))).first()
         if row is None:
             raise NotFound(f"no clip with id {clip_id}")
         return record(ClipRecord, row)
@@ -206,12 +203,12 @@ class CatalogReads:
     def clips_by_ids(self, ids: Iterable[int]) -> list[ClipRecord]:
         """Clips for ``ids`` in the same order; ids with no clip (deleted since) are left out."""
         return self._records_by_ids(
-            ids, lambda chunk: self._clip_query().where(clips.c.id.in_(chunk)), lambda r: record(ClipRecord, r)
+            ids, lambda chunk: _CLIP_QUERY.where(clips.c.id.in_(chunk)), lambda r: record(ClipRecord, r)
         )
 
     def clips_of_video(self, video_id: int) -> list[ClipRecord]:
         with self._read() as conn:
-            rows = conn.execute(self._clip_query().where(clips.c.video_id == int(video_id)).order_by(clips.c.idx))
+            rows = conn.execute(_CLIP_QUERY.where(clips.c.video_id == int(video_id)).order_by(clips.c.idx))
             return [record(ClipRecord, r) for r in rows]
 
     def clip_ids(

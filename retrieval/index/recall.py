@@ -75,7 +75,8 @@ def tune(
             name, ladder = "nprobe", powers_of_two(1, faiss.extract_index_ivf(inner).nlist)
         elif isinstance(inner, faiss.IndexHNSW):
             name, ladder = "ef_search", powers_of_two(max(16, k), 4096)
-        factors = REFINE_K_FACTORS if has_refine(self.index) else (self.refine_k_factor,)
+        refine = has_refine(self.index)
+        factors = REFINE_K_FACTORS if refine else (self.refine_k_factor,)
         tried = []  # per k_factor: (misses the target, latency if met, -recall), setting
         for kf in factors:
             self.refine_k_factor = kf
@@ -105,7 +106,7 @@ def tune(
         "param": {"nprobe": "nprobe", "ef_search": "efSearch"}.get(name) if name else None,
         "param_value": value,
         "param_reached": reached if name else None,  # the smallest setting that met the target
-        "refine_k_factor": kf if has_refine(self.index) else None,
+        "refine_k_factor": kf if refine else None,
         "query_ms": round(ms, 3) if ms else None,  # one-thread latency measured for the kept setting
         "seconds": round(time.perf_counter() - t0, 3),
     }

@@ -107,7 +107,7 @@ def _batch_loss(model, batch, tokenizer, cfg: TrainCfg, step: int, device):
     vtc = vtc_loss(v, t, scale, pos, extra_video_emb=v_all[B:])
     stats = {"vtc": vtc.item()}
     loss = vtc
-    if cfg.text_contrast > 0 and batch.alt_captions is not None:
+    if batch.alt_captions is not None:  # present exactly when text_contrast > 0
         # Two phrasings of one meaning are positives, every other meaning a negative: the text tower
         # must tell "moves left" from "moves right" even while the video tower cannot yet, which
         # breaks the symmetric start where neither tower has a gradient to separate the two.
