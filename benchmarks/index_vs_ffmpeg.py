@@ -1,11 +1,12 @@
 """`vtr index` against a full ffmpeg decode of the same files, whole-process wall times, in one run.
 
     .venv/bin/python benchmarks/index_vs_ffmpeg.py [--files 12] [--seconds 30] [--size 1280x720] [--fps 30]
-        [--tolerance 0.1] [--dir DIR]
+        [--tolerance 0.1] [--rounds 1] [--dir DIR]
 
 1. Generates camera-like H.264 files (ffmpeg testsrc2 with temporal noise, x264 veryfast, B-frames on:
    what cameras and phones write), 12 x 30 s = 6 minutes of 720p30 by default (kept in ``--dir``).
-2. Times, interleaved and each as whole processes from start to exit:
+2. Times, interleaved (``--rounds`` times; the median of each counts) and each as whole processes
+   from start to exit:
    - ``ffmpeg -i FILE -f null -`` over every file, one after the other (ffmpeg's own threads: all cores);
    - ``vtr index DIR`` into a fresh home, exact frames (``--frame-tolerance 0``);
    - ``vtr index DIR --frame-tolerance T`` (reference frames only).
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,7 @@ def main() -> None:
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--tolerance", type=float, default=0.1)
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; each figure is the median")
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "vtr-bench-720p")
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -57,7 +60,6 @@ def main() -> None:
             make_camera_like(f, args.seconds, args.size, args.fps, i)
     vtr = str(Path(sys.executable).with_name("vtr"))
     load0 = os.getloadavg()
-    times: dict[str, float] = {}
 
     def ffmpeg() -> float:
         return sum(timed(["ffmpeg", "-hide_banner", "-nostats", "-i", str(f), "-f", "null", "-"]) for f in files)
@@ -72,9 +74,12 @@ def main() -> None:
 
     order = [("ffmpeg_full_decode", ffmpeg), ("vtr_index_exact", lambda: index(0.0)),
              (f"vtr_index_tolerance_{args.tolerance:g}", lambda: index(args.tolerance))]  # fmt: skip
-    for name, fn in order:
-        times[name] = round(fn(), 2)
-        print(f"{name:<28}{times[name]:>8.1f} s   (load {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    runs: dict[str, list[float]] = {name: [] for name, _ in order}
+    for _ in range(max(1, args.rounds)):
+        for name, fn in order:
+            runs[name].append(round(fn(), 2))
+            print(f"{name:<28}{runs[name][-1]:>8.1f} s   (load {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    times = {name: round(statistics.median(v), 2) for name, v in runs.items()}
     base = times["ffmpeg_full_decode"]
     ratios = {k: round(base / v, 2) for k, v in times.items() if k != "ffmpeg_full_decode"}
     for k, r in ratios.items():
@@ -94,6 +99,7 @@ def main() -> None:
             "video_seconds": video_seconds,
         },  # fmt: skip
         "seconds": times,
+        "runs": runs,
         "ratio_ffmpeg_over_index": ratios,
         "tolerance": args.tolerance,
     }

@@ -48,9 +48,8 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
     from indexer.fingerprint import fingerprint
     from retrieval.crashpoints import crash_point
     from retrieval.decode import Video
-    from retrieval.decode_windows import small_rgb
     from retrieval.errors import VTRError
-    from retrieval.thumbnails import FILMSTRIP_CELL, filmstrip_jpeg, thumbnail_jpeg
+    from retrieval.thumbnails import filmstrip_jpeg, thumbnail_jpeg
 
     t0 = time.monotonic()
     blocked = 0.0  # time spent handing messages over (the parent's backpressure), not decoding
@@ -70,16 +69,11 @@ def process_file(job: Job, cfg: WorkerConfig, emit) -> None:
             plans = plan_clips(video.frame_times(), info.duration, cfg.clip_seconds, cfg.stride, cfg.num_frames)
             emit(("info", job.job_id, info.to_dict(), fp, plans))
             got = 0
-            video.keep_frames = cfg.thumbnail_size > 0
-            rot = info.rotation
             for w, frames in video.iter_windows([p.indices for p in plans]):
                 pixels = cfg.preprocess.array(frames)
                 thumb = None
                 if cfg.thumbnail_size > 0:  # the middle frame, and every sampled frame as a filmstrip
-                    pics = video.window_frames.pop(w)
-                    middle = small_rgb(pics[len(pics) // 2], rot, cfg.thumbnail_size)
-                    cells = [small_rgb(p, rot, FILMSTRIP_CELL) for p in pics]
-                    thumb = (thumbnail_jpeg(middle, cfg.thumbnail_size), filmstrip_jpeg(cells))
+                    thumb = (thumbnail_jpeg(frames[len(frames) // 2], cfg.thumbnail_size), filmstrip_jpeg(frames))
                 emit(("clip", job.job_id, w, pixels, thumb))
                 got += 1
             decoded = video.frames_decoded

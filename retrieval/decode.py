@@ -196,11 +196,6 @@ class Video:
         # reference frames (see iter_windows); 0 decodes every frame (exact)
         self.frame_tolerance = max(0.0, float(frame_tolerance))
         self.max_frame_offset = 0.0  # the largest |substitute - target| time of the last iter_windows
-        # keep_frames: iter_windows also leaves each yielded window's decoded pictures (av.VideoFrame, in
-        # slot order) in window_frames[w], for the caller to pop: thumbnails scaled from them directly
-        # (decode_windows.small_rgb) cost a fraction of shrinking the full-resolution RGB frames
-        self.keep_frames = False
-        self.window_frames: dict[int, list] = {}
         self.deadline = deadline  # time.monotonic() after which decoding stops with a DecodeError
         self.self_contained = self_contained  # refuse playlists that open other files/URLs (untrusted input)
         self._opened: list = []  # file objects handed to ffmpeg through io_open (self_contained only)

@@ -32,28 +32,9 @@ def to_rgb(frame, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
 
 
-def small_rgb(frame, rotation: int, box: int) -> np.ndarray:
-    """A decoded frame fitted into a ``box`` square (aspect kept), as uint8 RGB rotated for display.
-
-    Scaled by swscale's area filter straight from the decoded picture: a thumbnail this way costs a
-    fraction of converting the full frame to RGB and shrinking it with PIL (which first unpacks every
-    pixel), the largest share of thumbnail and filmstrip making in the decode workers.
-    """
-    w, h = frame.width, frame.height
-    s = min(1.0, box / max(w, h, 1))
-    small = frame.reformat(
-        width=max(1, round(w * s)), height=max(1, round(h * s)), format="rgb24", interpolation="AREA"
-    )
-    arr = small.to_ndarray()
-    k = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
-
-
-def _window(video: Video, w: int, slots: list) -> np.ndarray:
-    """A finished window's frames, stacked; their decoded pictures kept for the caller when it asked."""
-    if video.keep_frames:
-        video.window_frames[w] = [s[1] for s in slots]
-    return np.stack([s[0] for s in slots])
+def _window(slots: list) -> np.ndarray:
+    """A finished window's RGB frames, stacked in slot order."""
+    return np.stack(slots)
 
 
 def iter_windows_reference(video: Video, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, np.ndarray]]:
@@ -87,7 +68,7 @@ def iter_windows_reference(video: Video, windows: Sequence[Sequence[int]]) -> It
             chosen[2] = to_rgb(chosen[1], rotation)
         video.max_frame_offset = max(video.max_frame_offset, offset)
         for w, slot in wanted[target]:
-            buffers.setdefault(w, [None] * len(windows[w]))[slot] = (chosen[2], chosen[1])
+            buffers.setdefault(w, [None] * len(windows[w]))[slot] = chosen[2]
             remaining[w] -= 1
             if remaining[w] == 0 and w not in failed:
                 finished.append(w)
@@ -105,7 +86,7 @@ def iter_windows_reference(video: Video, windows: Sequence[Sequence[int]]) -> It
             assign(targets[p], near, abs(near[0] - t))
             p += 1
         for w in finished:
-            yield w, _window(video, w, buffers.pop(w))
+            yield w, _window(buffers.pop(w))
         finished.clear()
         prev = cur
         if p == len(targets):
@@ -117,15 +98,13 @@ def iter_windows_reference(video: Video, windows: Sequence[Sequence[int]]) -> It
             assign(targets[p], prev, abs(video._times[targets[p]] - prev[0]))
         p += 1
     for w in finished:
-        yield w, _window(video, w, buffers.pop(w))
+        yield w, _window(buffers.pop(w))
     video.close()
     redo = sorted(failed)
     if redo:
         log.debug("%s: %d windows decoded exactly (no reference frame within %.3f s)", video.path.name, len(redo), tol)
         offset = video.max_frame_offset
         for j, frames in iter_windows_exact(video, [windows[w] for w in redo]):
-            if video.keep_frames:  # numbered by the redo list there: renumber as the caller's windows
-                video.window_frames[redo[j]] = video.window_frames.pop(j)
             yield redo[j], frames
         video.max_frame_offset = offset
 
@@ -143,7 +122,7 @@ def iter_windows_exact(video: Video, windows: Sequence[Sequence[int]]) -> Iterat
         remaining.append(len(idx))
         for slot, i in enumerate(idx):
             wanted.setdefault(int(i), []).append((w, slot))
-    buffers: dict[int, list] = {}  # window -> per slot (rgb, decoded picture) or None
+    buffers: dict[int, list] = {}  # window -> per slot RGB frame or None
     last_needed = max(wanted) if wanted else -1
     video.frames_decoded = 0
     rotation = video.info.rotation
@@ -155,11 +134,11 @@ def iter_windows_exact(video: Video, windows: Sequence[Sequence[int]]) -> Iterat
             arr = to_rgb(frame, rotation)
             for w, slot in users:
                 buf = buffers.setdefault(w, [None] * len(windows[w]))
-                buf[slot] = (arr, frame)
+                buf[slot] = arr
                 remaining[w] -= 1
                 if remaining[w] == 0:
                     done.add(w)
-                    yield w, _window(video, w, buffers.pop(w))
+                    yield w, _window(buffers.pop(w))
         if i >= last_needed:
             break
     video.incomplete_windows = 0
@@ -173,5 +152,5 @@ def iter_windows_exact(video: Video, windows: Sequence[Sequence[int]]) -> Iterat
         for b in buf:
             prev = b if b is not None else prev
             filled.append(prev)
-        yield w, _window(video, w, filled)
+        yield w, _window(filled)
     video.close()

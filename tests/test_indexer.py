@@ -341,3 +341,28 @@ def test_decoders_wait_for_a_slow_model_without_timing_out(tmp_path, monkeypatch
     rep = run_index(_opts([lib], tmp_path / "home", file_timeout=0.5))
     assert rep.exit_code == 0 and rep.failed == [] and len(rep.indexed) == 4 and held
     _assert_consistent(tmp_path / "home")
+
+
+def test_console_script_exits_fast_with_complete_output_and_status(tmp_path):
+    """The installed ``vtr`` skips torch's teardown (indexer.cli.run) but loses no output or exit status."""
+    import subprocess
+    import sys
+
+    lib = tmp_path / "lib"
+    make_library(lib, count=2, seconds=2.0)
+    vtr = str(Path(sys.executable).with_name("vtr"))
+    args = [vtr, "index", str(lib), "--home", str(tmp_path / "home"), "--model", MODEL, "--json"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # the whole JSON report arrived through the pipe
+    assert report["clips"] >= 2 and report["indexed"] == 2
+    bad = subprocess.run([*args[:2], str(tmp_path / "missing"), *args[3:]], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "missing" in bad.stderr
+    st = subprocess.run([vtr, "status", "--json", "--home", str(tmp_path / "home")], capture_output=True, text=True)
+    assert st.returncode == 0 and json.loads(st.stdout)["clips"] == report["clips"]  # the index run committed
+
+
+def test_exit_status_mapping():
+    from indexer.cli import _exit_status
+
+    assert (_exit_status(None), _exit_status(0), _exit_status(3), _exit_status("boom")) == (0, 0, 3, 1)
