@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from retrieval.config import ModelCfg
 from retrieval.match_head import MatchHead
+from retrieval.text_prefix import encode_text_prefix
 from retrieval.video_tower import VideoTower
 
 MAX_LOGIT_SCALE = math.log(100.0)  # ViCLIP clamps temp >= 1/100
@@ -81,8 +82,9 @@ class VideoTextModel(nn.Module):
         return (emb, tokens) if return_tokens else emb
 
     def encode_text(self, token_ids: Tensor, normalize: bool = False, return_tokens: bool = False):
-        """[B,L] ids -> [B,D]; with return_tokens also the [B,L,Wt] final-layer text states."""
-        emb, tokens = self.text(token_ids)
+        """[B,L] ids -> [B,D]; with return_tokens also the [B,L,Wt] final-layer text states (zeros after
+        the batch's last end-of-text token: see :mod:`retrieval.text_prefix`)."""
+        emb, tokens = encode_text_prefix(self.text, token_ids)
         if normalize:
             emb = F.normalize(emb, dim=-1)
         return (emb, tokens) if return_tokens else emb

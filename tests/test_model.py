@@ -182,3 +182,30 @@ def test_match_score_is_per_pair_and_batch_independent(tiny):
     assert batch.shape == (3,) and logits.shape == (3, 2)
     assert torch.allclose(batch, single, atol=1e-5)
     assert torch.allclose(batch, logits[:, 1])
+
+
+def test_text_tower_runs_on_the_used_columns_with_the_full_towers_numbers(randomized):
+    """retrieval.text_prefix: embeddings, token states up to each end-of-text and gradients as the full tower."""
+    from retrieval.text_prefix import encode_text_prefix, used_length
+
+    tok = open_clip.get_tokenizer("ViT-B-16", context_length=32)
+    ids = tok(["a red square", "first a blue circle appears, then a green triangle shrinks", "left"])
+    n = used_length(ids)
+    assert 0 < n < ids.shape[1]  # the batch leaves columns unused: the short path is the one tested
+    text = randomized.text
+    full_emb, full_tok = text(ids)  # open_clip's own forward over all 32 positions
+    emb, tokens = encode_text_prefix(text, ids)
+    assert tokens.shape == full_tok.shape
+    torch.testing.assert_close(emb, full_emb, rtol=1e-5, atol=1e-5)
+    for row, eot in enumerate(ids.argmax(dim=1).tolist()):
+        torch.testing.assert_close(tokens[row, : eot + 1], full_tok[row, : eot + 1], rtol=1e-5, atol=1e-5)
+        assert tokens[row, eot + 1 :].abs().max() == 0  # nothing after the text's end
+    grads = []
+    for out in (full_emb, emb):
+        text.zero_grad()
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward(retain_graph=True)
+        grads.append({k: p.grad.clone() for k, p in text.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-5)
+    text.zero_grad()
