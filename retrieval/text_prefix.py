@@ -10,7 +10,9 @@ matching head masks those positions and reads none of them; zeros make the state
 which texts shared a batch, and a TorchScript trace of the full tower returns the same numbers).
 
 Only where that reasoning holds: a causal mask, ``argmax`` pooling, no class token or padding mask
-(CoCa-style towers), and not while TorchScript traces the tower (a trace would keep one length).
+(CoCa-style towers run open_clip's forward unchanged). Under a TorchScript trace the tower runs on
+the length it is given (a trace cannot keep a length computed from the data): the service's encoder
+trims the ids before calling its trace and pads the states back (:mod:`retrieval.encoder`).
 """
 
 from __future__ import annotations
@@ -26,16 +28,35 @@ def used_length(token_ids: Tensor) -> int:
     return int(token_ids.argmax(dim=1).max()) + 1 if token_ids.numel() else 0
 
 
-def prefix_applies(text: TextTransformer, token_ids: Tensor) -> bool:
+def causal_argmax(text: TextTransformer) -> bool:
+    """Whether the tower is CLIP's: causal, pooled at the end-of-text token, no class token or pad mask."""
     return (
         text.attn_mask is not None
         and text.cls_emb is None
         and not getattr(text, "use_pad_mask", False)
         and text.pool_type == "argmax"
         and text.output_tokens
-        and not (torch.jit.is_tracing() or torch.jit.is_scripting())
-        and 0 < used_length(token_ids) < token_ids.shape[1]
     )
+
+
+def text_forward(text: TextTransformer, token_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """open_clip's ``TextTransformer.forward`` for ids of any length up to its context (a causal tower).
+
+    Position embeddings and the causal mask are cut to the input's length, read from its shape, so a
+    TorchScript trace of this follows the length of each call. Token states after each text's
+    end-of-text token are zeros.
+    """
+    n = token_ids.shape[1]
+    cast = text.transformer.get_cast_dtype()
+    x = text.token_embedding(token_ids).to(cast) + text.positional_embedding[:n].to(cast)
+    x = text.transformer(x, attn_mask=text.attn_mask[:n, :n])
+    x = text.ln_final(x)
+    pooled = text_global_pool(x, token_ids, pool_type="argmax")
+    if isinstance(text.text_projection, torch.nn.Linear):
+        pooled = text.text_projection(pooled)
+    elif text.text_projection is not None:
+        pooled = pooled @ text.text_projection
+    return pooled, zero_after_eot(x, token_ids)
 
 
 def zero_after_eot(tokens: Tensor, token_ids: Tensor) -> Tensor:
@@ -45,21 +66,22 @@ def zero_after_eot(tokens: Tensor, token_ids: Tensor) -> Tensor:
     return tokens * keep[:, :, None].to(tokens.dtype)
 
 
-def encode_text_prefix(text: TextTransformer, token_ids: Tensor) -> tuple[Tensor, Tensor]:
-    """``text(token_ids)`` (pooled [B,D], token states [B,L,W]) computed on the used columns only."""
-    if not prefix_applies(text, token_ids):
-        pooled, tokens = text(token_ids)
-        argmax_pooled = text.pool_type == "argmax" and text.cls_emb is None
-        return pooled, zero_after_eot(tokens, token_ids) if argmax_pooled else tokens
+def trim(token_ids: Tensor) -> Tensor:
+    """The used columns of a batch of ids (all of them when every column is used)."""
     n = used_length(token_ids)
-    ids = token_ids[:, :n]
-    cast = text.transformer.get_cast_dtype()
-    x = text.token_embedding(ids).to(cast) + text.positional_embedding[:n].to(cast)
-    x = text.transformer(x, attn_mask=text.attn_mask[:n, :n])
-    x = text.ln_final(x)
-    pooled = text_global_pool(x, ids, pool_type="argmax")
-    if isinstance(text.text_projection, torch.nn.Linear):
-        pooled = text.text_projection(pooled)
-    elif text.text_projection is not None:
-        pooled = pooled @ text.text_projection
-    return pooled, zero_after_eot(F.pad(x, (0, 0, 0, token_ids.shape[1] - n)), token_ids)
+    return token_ids[:, :n] if 0 < n < token_ids.shape[1] else token_ids
+
+
+def pad_states(states: Tensor, length: int) -> Tensor:
+    """Token states [B,n,W] padded with zeros to [B,length,W] (the context length callers store)."""
+    return F.pad(states, (0, 0, 0, length - states.shape[1])) if states.shape[1] < length else states
+
+
+def encode_text_prefix(text: TextTransformer, token_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """``text(token_ids)`` (pooled [B,D], token states [B,L,W]), computed on the used columns only."""
+    if not causal_argmax(text):
+        return text(token_ids)
+    if torch.jit.is_tracing() or torch.jit.is_scripting():  # a trace keeps no data-dependent length
+        return text_forward(text, token_ids)
+    pooled, states = text_forward(text, trim(token_ids))
+    return pooled, pad_states(states, token_ids.shape[1])
