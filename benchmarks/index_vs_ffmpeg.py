@@ -31,6 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "index_vs_ffmpeg.json"
 
 
+def machine(load_start: tuple[float, ...]) -> dict:
+    """Cores and load averages at the start and now: what says how busy the shared machine was."""
+    return {
+        "cpus": os.cpu_count(),
+        "load_start": [round(x, 2) for x in load_start],
+        "load_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def timed(cmd: list[str], **kw) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
@@ -86,11 +95,7 @@ def main() -> None:
         print(f"ffmpeg full decode / {k} = {r}  (goal >= 1.5 for the tolerance run)")
     video_seconds = args.files * args.seconds
     result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_start": [round(x, 2) for x in load0],
-            "load_end": [round(x, 2) for x in os.getloadavg()],
-        },  # fmt: skip
+        "machine": machine(load0),
         "library": {
             "files": args.files,
             "seconds_each": args.seconds,

@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server processes to measure")
     ap.add_argument("--output", type=Path, default=RESULTS / "performance.json")
     args = ap.parse_args()
+    from index_vs_ffmpeg import machine  # this folder is on sys.path when a script here runs
+
     t0, load0 = time.time(), os.getloadavg()
     latency = run("query_latency.py", "--workers", *map(str, args.workers))
     indexing = run("index_vs_ffmpeg.py", "--rounds", str(args.rounds))
@@ -68,11 +70,7 @@ def main() -> None:
     for what, r, goal, met in table:
         print(f"{what:<78}{r:>7.2f}  {goal}  {'met' if met else 'MISSED'}")
     result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_start": [round(x, 2) for x in load0],
-            "load_end": [round(x, 2) for x in os.getloadavg()],
-        },  # fmt: skip
+        "machine": machine(load0),
         "seconds": round(time.time() - t0, 1),
         "ratios": [{"what": w, "ratio": r, "goal": g, "met": m} for w, r, g, m in table],
     }

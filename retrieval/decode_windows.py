@@ -32,11 +32,6 @@ def to_rgb(frame, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
 
 
-def _window(slots: list) -> np.ndarray:
-    """A finished window's RGB frames, stacked in slot order."""
-    return np.stack(slots)
-
-
 def iter_windows_reference(video: Video, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, np.ndarray]]:
     """``video.iter_windows`` from reference frames only (see :meth:`Video.iter_windows`); exact for what they cannot serve."""
     for idx in windows:
@@ -86,7 +81,7 @@ def iter_windows_reference(video: Video, windows: Sequence[Sequence[int]]) -> It
             assign(targets[p], near, abs(near[0] - t))
             p += 1
         for w in finished:
-            yield w, _window(buffers.pop(w))
+            yield w, np.stack(buffers.pop(w))
         finished.clear()
         prev = cur
         if p == len(targets):
@@ -98,7 +93,7 @@ def iter_windows_reference(video: Video, windows: Sequence[Sequence[int]]) -> It
             assign(targets[p], prev, abs(video._times[targets[p]] - prev[0]))
         p += 1
     for w in finished:
-        yield w, _window(buffers.pop(w))
+        yield w, np.stack(buffers.pop(w))
     video.close()
     redo = sorted(failed)
     if redo:
@@ -138,7 +133,7 @@ def iter_windows_exact(video: Video, windows: Sequence[Sequence[int]]) -> Iterat
                 remaining[w] -= 1
                 if remaining[w] == 0:
                     done.add(w)
-                    yield w, _window(buffers.pop(w))
+                    yield w, np.stack(buffers.pop(w))
         if i >= last_needed:
             break
     video.incomplete_windows = 0
@@ -152,5 +147,5 @@ def iter_windows_exact(video: Video, windows: Sequence[Sequence[int]]) -> Iterat
         for b in buf:
             prev = b if b is not None else prev
             filled.append(prev)
-        yield w, _window(filled)
+        yield w, np.stack(filled)
     video.close()

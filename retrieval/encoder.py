@@ -70,7 +70,6 @@ class QueryEncoder:
         self._cache_size = cache_size
 
     def _encode_text_batch(self, texts: list[str]) -> list[EncodedText]:
-
         model, _, tokenizer = self._bundle()
         ids = tokenizer(texts).to(self.device)
         emb, states = self._encode_ids(model, ids)
@@ -107,7 +106,6 @@ class QueryEncoder:
     def text_states(self, texts: list[str]) -> tuple[Any, Any, np.ndarray]:
         """(final text states, token ids, embeddings) of ``texts`` in one pass: the matching head's
         text input, and the captions' exact vectors (for the query bank)."""
-
         model, _, tokenizer = self._bundle()
         tids = tokenizer(texts).to(self.device)
         emb, states = self._encode_ids(model, tids)

@@ -56,6 +56,7 @@ class VectorIndex:
         self.recall: dict | None = None  # what tune() measured (None: never measured, e.g. an old index)
         self._gpu_index = None
         self._gpu_dirty = True
+        self._configured: tuple | None = None  # (index object, nprobe, efSearch, k_factor) last applied
         self.use_gpu = "auto"
 
     # ------------------------------------------------------------------ construction
@@ -291,7 +292,7 @@ class VectorIndex:
         The index object itself is kept in the key (not its id), so a replaced index is configured.
         """
         key = (self.index, self.nprobe, self.ef_search, self.refine_k_factor)
-        done = getattr(self, "_configured", None)
+        done = self._configured
         if done is not None and done[0] is key[0] and done[1:] == key[1:]:
             return
         faiss = faiss_lib()
