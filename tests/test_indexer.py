@@ -180,7 +180,9 @@ def test_prune_keeps_videos_behind_a_folder_link_that_went_dangling(tmp_path):
 
 def test_a_file_that_stalls_the_decoder_times_out_and_the_run_goes_on(tmp_path):
     lib = tmp_path / "lib"
-    slow = make_4k_video(lib / "a_slow_4k.mp4", seconds=4, fps=12)  # one 4-s clip: ~0.6 s of decoding
+    # one 4-s clip: ~0.53 s between its info and clip messages here, 1.75x the timeout (at 12 fps it was
+    # 0.27-0.30 s once thumbnails stopped costing 4K swscale passes: too close to 0.3 to time out reliably)
+    slow = make_4k_video(lib / "a_slow_4k.mp4", seconds=4, fps=30)
     fine = make_video(lib / "b_fine.mp4", seconds=2)
     rep = run_index(_opts([lib], tmp_path / "home", workers=1, file_timeout=0.3))
     assert [f["path"] for f in rep.failed] == [str(slow)]
