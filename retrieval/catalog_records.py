@@ -6,14 +6,38 @@ hold a database connection or mutate what another thread also reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 
 def record(cls: type, row) -> Any:
     """A record dataclass from a result row that has a column for each of its fields."""
-    m = row._mapping
-    return cls(**{f: m[f] for f in cls.__dataclass_fields__})
+    return cls(*_getter(cls, row._fields)(row))
+
+
+def records(cls: type, result) -> list:
+    """``record(cls, row)`` for every row of ``result``, with the column positions looked up once.
+
+    Why positional through a cached getter: building keyword arguments from each row's mapping
+    cost ~16 us a record (a page of 20 clips: 0.3 ms, half the catalog's part of a search).
+    """
+    get = _getter(cls, tuple(result.keys()))
+    return [cls(*get(row)) for row in result]
+
+
+def _getter(cls: type, columns: tuple) -> Callable:
+    key = (cls, columns)
+    get = _GETTERS.get(key)
+    if get is None:
+        names = list(columns)
+        at = [names.index(f) for f in cls.__dataclass_fields__]
+        get = _GETTERS[key] = itemgetter(*at) if len(at) > 1 else (lambda r, i=at[0]: (r[i],))
+    return get
+
+
+_GETTERS: dict[tuple, Callable] = {}
 
 
 @dataclass(frozen=True)
