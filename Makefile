@@ -13,7 +13,7 @@ APT_LOCK_TIMEOUT ?= 300
 PORT ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv sysdeps demo test test-all model lint format clean
+.PHONY: help venv sysdeps demo test test-all model baseline splits lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,33 +49,35 @@ test: venv sysdeps ## Run the test suite (default markers: everything but slow)
 test-all: venv sysdeps ## Run every test, slow ones included
 	$(BIN)/pytest -m ""
 
-STAGE1_MAIN := runs/viclip-tiny-synth/viclip-tiny-synth
-STAGE1_BASE := runs/viclip-tiny-synth-framemean/viclip-tiny-synth-framemean
-RUN_MAIN := $(STAGE1_MAIN)-tc2
-RUN_BASE := $(STAGE1_BASE)-tc2
+RUN_MAIN := runs/viclip-tiny-synth/viclip-tiny-synth
+RUN_BASE := runs/viclip-tiny-synth-framemean/viclip-tiny-synth-framemean
 CONFIGS := retrieval/train_configs
+VAL := data/synth-val-s5
+TEST := data/synth-test-s11
 # seeds: 0 trains, 5 fits the default ranking (val), 11 tests; none of them sees another's clips
-model: venv sysdeps ## Reproduce the shipped demo model and its frame-average baseline: data, train in four stages (both cores), fit the ranking, evaluate
+model: venv sysdeps ## Reproduce the shipped demo model: data, train (one stage, both cores), fit the ranking, evaluate, copy to retrieval/weights/
 	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth.json --prepare-only
-	mkdir -p $(dir $(RUN_MAIN)) $(dir $(RUN_BASE))
-	# stage 1 (first recipe), stage 2 (temporal fine-tune: rephrasing, twin and shuffled negatives, own temperature
-	# lr), stage 3 (text contrast: two phrasings of a meaning pulled together, other meanings pushed apart),
-	# stage 4 (the same at half the learning rate)
-	for stage in "" -ft -tc -tc2; do \
-		$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth$$stage.json --resume > $(STAGE1_MAIN)$$stage.train.log 2>&1 & main=$$!; \
-		$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth-framemean$$stage.json --resume > $(STAGE1_BASE)$$stage.train.log 2>&1 & base=$$!; \
-		wait $$main && wait $$base || { tail -5 $(STAGE1_MAIN)$$stage.train.log $(STAGE1_BASE)$$stage.train.log; exit 1; }; \
-	done
-	[ -f data/synth-val-s5/captions.jsonl ] || $(BIN)/vtr synth data/synth-val-s5 --count 1000 --seed 5 --split val
-	[ -f data/synth-test-s11/captions.jsonl ] || $(BIN)/vtr synth data/synth-test-s11 --count 1000 --seed 11 --split test
-	$(BIN)/vtr fit-ranking --data data/synth-val-s5 --checkpoint $(RUN_MAIN).safetensors
-	$(BIN)/vtr fit-ranking --data data/synth-val-s5 --checkpoint $(RUN_BASE).safetensors
-	$(BIN)/vtr eval --data data/synth-test-s11 --checkpoint $(RUN_MAIN).safetensors --json --output $(RUN_MAIN).eval.json >/dev/null
-	$(BIN)/vtr eval --data data/synth-test-s11 --checkpoint $(RUN_BASE).safetensors --json --output $(RUN_BASE).eval.json >/dev/null
+	mkdir -p $(dir $(RUN_MAIN))
+	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth.json --resume > $(RUN_MAIN).train.log 2>&1 || { tail -c 600 $(RUN_MAIN).train.log; exit 1; }
+	$(MAKE) --no-print-directory splits
+	$(BIN)/vtr fit-ranking --data $(VAL) --checkpoint $(RUN_MAIN).safetensors
+	$(BIN)/vtr eval --data $(TEST) --checkpoint $(RUN_MAIN).safetensors --json --output $(RUN_MAIN).eval.json >/dev/null
 	cp $(RUN_MAIN).safetensors retrieval/weights/viclip-tiny-synth.safetensors
 	cp $(RUN_MAIN).eval.json retrieval/weights/viclip-tiny-synth.eval.json
-	cp $(RUN_BASE).eval.json retrieval/weights/viclip-tiny-synth-framemean.eval.json
 	@echo "shipped: retrieval/weights/ (set \"default_pretrained\" in retrieval/model_configs/viclip-tiny-synth.json if new)"
+
+baseline: venv sysdeps ## Reproduce the frame-average baseline's report: the same recipe with frame embeddings averaged
+	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth-framemean.json --prepare-only
+	mkdir -p $(dir $(RUN_BASE))
+	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth-framemean.json --resume > $(RUN_BASE).train.log 2>&1 || { tail -c 600 $(RUN_BASE).train.log; exit 1; }
+	$(MAKE) --no-print-directory splits
+	$(BIN)/vtr fit-ranking --data $(VAL) --checkpoint $(RUN_BASE).safetensors
+	$(BIN)/vtr eval --data $(TEST) --checkpoint $(RUN_BASE).safetensors --json --output $(RUN_BASE).eval.json >/dev/null
+	cp $(RUN_BASE).eval.json retrieval/weights/viclip-tiny-synth-framemean.eval.json
+
+splits: venv ## Generate the validation (seed 5) and test (seed 11) splits when missing
+	[ -f $(VAL)/captions.jsonl ] || $(BIN)/vtr synth $(VAL) --count 1000 --seed 5 --split val
+	[ -f $(TEST)/captions.jsonl ] || $(BIN)/vtr synth $(TEST) --count 1000 --seed 11 --split test
 
 lint: venv ## Lint with ruff
 	$(BIN)/ruff check .

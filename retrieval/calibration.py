@@ -201,6 +201,13 @@ def _fit_bank(params: RankingParams, directions: list[dict], mean_r1, plain_r1: 
     if best is None:
         return replace(params, fitted_on={**report, "bank": "no gain on this split"})
     beta, bw, w = best
+    for d, bank_sim in zip(directions, sims[beta], strict=True):
+        d["bank_sim"] = bank_sim
+    # what the head adds on top of the bank correction (the head pass is most of a re-ranked query's cost)
+    report["r1_bank_by_match_weight"] = {
+        str(v): round(mean_r1(lambda d, v=v: params.logit_scale * (d["cos"] - bw * d["bank_sim"]) + v * d["margin"]), 2)
+        for v in weights
+    }
     unscaled = replace(params, bank=BankParams(beta=beta, weight=bw, match_weight=w, fused_platt=(1.0, 0.0)))
     fused = [unscaled.fused(d["cos"], d["margin"], b).ravel() for d, b in zip(directions, sims[beta], strict=True)]
     labels = np.concatenate([d["label"].ravel() for d in directions])
