@@ -234,8 +234,9 @@ def _banks(split: ScoredSplit) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
-def fit_split_ranking(model, split: ScoredSplit) -> RankingParams:
-    """Fit the fused ranking and the match-probability calibration on a held-out scored split."""
+def fit_split_ranking(model, split: ScoredSplit, min_head_gain: float | None = None) -> RankingParams:
+    """Fit the fused ranking and the match-probability calibration on a held-out scored split
+    (``min_head_gain``: see :data:`retrieval.calibration.MIN_HEAD_GAIN`, the default)."""
     if not split.candidates:
         raise InvalidInput(f"model {model.name!r} has no matching head to fuse (or rerank_k is 0)")
     directions = []
@@ -244,9 +245,10 @@ def fit_split_ranking(model, split: ScoredSplit) -> RankingParams:
         margin = logits[..., 1] - logits[..., 0]
         directions.append({"sim": sim, "top": top, "margin": margin, "gt": gt, **_banks(split).get(name, {})})
     scale = float(model.clamped_logit_scale().detach().exp())
-    return fit_ranking(
-        scale, directions, fitted_on={"data": split.data, "rerank_k": split.candidates["t2v"][0].shape[1]}
-    )
+    fitted_on = {"data": split.data, "rerank_k": split.candidates["t2v"][0].shape[1]}
+    if min_head_gain is None:
+        return fit_ranking(scale, directions, fitted_on=fitted_on)
+    return fit_ranking(scale, directions, fitted_on=fitted_on, min_head_gain=min_head_gain)
 
 
 def evaluate(

@@ -48,3 +48,15 @@ def test_ranking_params_round_trip_and_reject_garbage():
     assert RankingParams.from_json(None) is None
     assert RankingParams.from_json('{"logit_scale": "x"}') is None
     assert RankingParams.from_json("not json") is None
+
+
+def test_the_head_gets_a_weight_only_where_it_adds_the_minimum_gain():
+    """The head pass costs most of a re-ranked query: a gain under ``min_head_gain`` R@1 leaves it out."""
+    rng = np.random.default_rng(2)
+    dirs = [_direction(rng, 400, 400, 16, 0.035, 1.4)]  # both signals informative; the head adds a little
+    free = fit_ranking(10.0, dirs, min_head_gain=0.0)
+    r1 = free.fitted_on["r1_by_match_weight"]
+    gain = r1[str(free.match_weight)] - r1["0.0"]
+    assert free.match_weight > 0 and gain > 0
+    assert fit_ranking(10.0, dirs, min_head_gain=gain - 0.01).match_weight == free.match_weight
+    assert fit_ranking(10.0, dirs, min_head_gain=gain + 0.01).match_weight == 0.0

@@ -86,6 +86,20 @@ def test_fit_ranking_keeps_a_bank_mix_only_where_it_raises_r1():
     assert kept_plain.bank is None and kept_plain.fitted_on["r1_plain"] == 100.0  # nothing to gain: no bank mix
 
 
+def test_the_bank_mix_weights_the_head_only_where_it_adds_the_minimum_gain():
+    rng = np.random.default_rng(5)
+    d = _hubby_direction(rng)
+    top_truth = np.take_along_axis(d["gt"], d["top"], 1)
+    d["margin"] = 1.2 * top_truth + rng.normal(size=d["top"].shape)  # a head that knows a little
+    free = fit_ranking(20.0, [d], min_head_gain=0.0)
+    by_w = free.fitted_on["r1_bank_by_match_weight"]
+    gain = free.fitted_on["r1_bank"] - by_w["0.0"]
+    assert free.bank.match_weight > 0 and gain > 0
+    strict = fit_ranking(20.0, [d], min_head_gain=gain + 0.5)
+    assert strict.bank is not None and strict.bank.match_weight == 0.0
+    assert strict.fitted_on["r1_bank"] <= free.fitted_on["r1_bank"]
+
+
 def _engine(search_home, tiny, bank: BankParams | None):
     from retrieval.engine import SearchEngine
 

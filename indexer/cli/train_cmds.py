@@ -107,8 +107,10 @@ def eval_cmd(
               help="Project .safetensors to fit; the result is stored in its metadata.")  # fmt: skip
 @click.option("--rerank-k", type=click.IntRange(min=1), default=None,
               help="Candidates per query to fit on; default: the search service's rerank_k setting.")  # fmt: skip
+@click.option("--min-head-gain", type=click.FloatRange(min=0.0), default=None,
+              help="Mean R@1 points the matching head must add to get a weight (default 1.0: its pass is most of a re-ranked query's cost).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
-def fit_ranking_cmd(data_dir: Path, checkpoint: Path, rerank_k: int, threads) -> None:
+def fit_ranking_cmd(data_dir: Path, checkpoint: Path, rerank_k: int, min_head_gain, threads) -> None:
     """Fit the default ranking (ITC + head fusion, and its query-bank mix) and match-probability calibration into a checkpoint."""
     import torch
 
@@ -124,7 +126,7 @@ def fit_ranking_cmd(data_dir: Path, checkpoint: Path, rerank_k: int, threads) ->
         rerank_k = int(resolve("rerank_k"))
     model, preprocess, tokenizer = create_model_and_transforms(None, pretrained=checkpoint)
     split = score_split(model, preprocess, tokenizer, data_dir, rerank_k=rerank_k, progress=True)
-    params = fit_split_ranking(model, split)
+    params = fit_split_ranking(model, split, min_head_gain=min_head_gain)
     embed_in_checkpoint(checkpoint, params)
     r1 = params.fitted_on["r1_by_match_weight"]
     click.echo(f"match_weight {params.match_weight} (mean R@1 {r1[str(params.match_weight)]} vs head alone "
