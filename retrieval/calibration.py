@@ -148,17 +148,18 @@ def fit_ranking(
     directions: list[dict[str, Any]],
     fitted_on: dict | None = None,
     weights: tuple[float, ...] = MATCH_WEIGHTS,
-    min_head_gain: float = MIN_HEAD_GAIN,
+    min_head_gain: float | None = None,
 ) -> RankingParams:
     """Choose ``match_weight`` by mean R@1 over the given directions, then fit both Platt scalings;
     then the query-bank mix, when every direction has a bank, kept only if it raises mean R@1.
     Either mix gives the head a weight only when that adds ``min_head_gain`` mean R@1 over the same
-    mix without it (``MIN_HEAD_GAIN``).
+    mix without it (None: ``MIN_HEAD_GAIN``).
 
     Each direction is ``{"sim": [Q,N] cosines, "top": [Q,k] candidate indices, "margin": [Q,k] head
     margins, "gt": [Q,N] bool}`` (text->video and video->text of a held-out split), optionally with
     ``"gallery": [N,D]`` (the ranked items' embeddings) and ``"bank": [B,D]`` (a query bank).
     """
+    min_head_gain = MIN_HEAD_GAIN if min_head_gain is None else float(min_head_gain)
     directions = [dict(d) for d in directions]  # the working copies gain derived arrays
     for d in directions:
         d["cos"] = np.take_along_axis(d["sim"], d["top"], 1)

@@ -246,8 +246,6 @@ def fit_split_ranking(model, split: ScoredSplit, min_head_gain: float | None = N
         directions.append({"sim": sim, "top": top, "margin": margin, "gt": gt, **_banks(split).get(name, {})})
     scale = float(model.clamped_logit_scale().detach().exp())
     fitted_on = {"data": split.data, "rerank_k": split.candidates["t2v"][0].shape[1]}
-    if min_head_gain is None:
-        return fit_ranking(scale, directions, fitted_on=fitted_on)
     return fit_ranking(scale, directions, fitted_on=fitted_on, min_head_gain=min_head_gain)
 
 
