@@ -394,3 +394,16 @@ def test_search_parameters_changed_after_a_search_take_effect(data):
     assert _recall(index.search(q, 10)[1], truth) == 1.0
     index.index = stale  # same parameters, another object (as after a rebuild): configured again
     assert _recall(index.search(q, 10)[1], truth) == 1.0
+
+
+def test_search_leaves_faiss_kernel_choice_alone(data):
+    """A single-query search must not lower faiss's BLAS threshold: in faiss >= 1.8 it is compared
+    with the work size, so a small value sends every coarse-quantiser step through sgemm (4x slower)."""
+    import faiss
+
+    x, ids, q = data
+    index = VectorIndex.build(x, ids, model="m", factory="IVF64,Flat", recall_target=0.9, seed=1)
+    before = faiss.cvar.distance_compute_blas_threshold
+    index.search(q[:1], 10)
+    index.search(q, 10)
+    assert faiss.cvar.distance_compute_blas_threshold == before
