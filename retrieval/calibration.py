@@ -207,6 +207,7 @@ def _fit_bank(
     from retrieval.query_bank import bank_similarities
 
     found = {True: (None, -1.0), False: (None, -1.0)}  # with the head / without: (beta, bw, w), R@1
+    grid: dict[tuple[float, float, float], float] = {}  # (beta, bw, w) -> mean R@1
     sims: dict[float, list[np.ndarray]] = {}  # beta -> each direction's candidates' bank similarities
     for beta in BANK_BETAS:
         sims[beta] = [bank_similarities(d["gallery"], d["bank"], beta)[d["top"]] for d in directions]
@@ -217,6 +218,7 @@ def _fit_bank(
                 r1 = mean_r1(
                     lambda d, bw=bw, w=w: params.logit_scale * (d["cos"] - bw * d["bank_sim"]) + w * d["margin"]
                 )
+                grid[beta, bw, float(w)] = r1
                 if r1 > found[w > 0][1] + 1e-9:
                     found[w > 0] = (beta, bw, float(w)), r1
     head_gain = found[True][1] - found[False][1]
@@ -227,13 +229,8 @@ def _fit_bank(
     if best is None:
         return replace(params, fitted_on={**report, "bank": "no gain on this split"})
     beta, bw, w = best
-    for d, bank_sim in zip(directions, sims[beta], strict=True):
-        d["bank_sim"] = bank_sim
     # what the head adds on top of the bank correction (the head pass is most of a re-ranked query's cost)
-    report["r1_bank_by_match_weight"] = {
-        str(v): round(mean_r1(lambda d, v=v: params.logit_scale * (d["cos"] - bw * d["bank_sim"]) + v * d["margin"]), 2)
-        for v in weights
-    }
+    report["r1_bank_by_match_weight"] = {str(v): round(grid[beta, bw, float(v)], 2) for v in weights}
     unscaled = replace(params, bank=BankParams(beta=beta, weight=bw, match_weight=w, fused_platt=(1.0, 0.0)))
     fused = [unscaled.fused(d["cos"], d["margin"], b).ravel() for d, b in zip(directions, sims[beta], strict=True)]
     labels = np.concatenate([d["label"].ravel() for d in directions])
