@@ -55,29 +55,33 @@ CONFIGS := retrieval/train_configs
 VAL := data/synth-val-s5
 TEST := data/synth-test-s11
 # seeds: 0 trains, 5 fits the default ranking (val), 11 tests; none of them sees another's clips
+define make_splits
+	[ -f $(VAL)/captions.jsonl ] || $(BIN)/vtr synth $(VAL) --count 1000 --seed 5 --split val
+	[ -f $(TEST)/captions.jsonl ] || $(BIN)/vtr synth $(TEST) --count 1000 --seed 11 --split test
+endef
+# $(call train_fit_eval,MODEL): data and frame cache, training (resumable), the splits, the fitted
+# ranking and the test report of runs/MODEL/MODEL, from retrieval/train_configs/MODEL.json
+define train_fit_eval
+	$(BIN)/vtr train --config $(CONFIGS)/$(1).json --prepare-only
+	mkdir -p runs/$(1)
+	$(BIN)/vtr train --config $(CONFIGS)/$(1).json --resume > runs/$(1)/$(1).train.log 2>&1 || { tail -c 600 runs/$(1)/$(1).train.log; exit 1; }
+	$(make_splits)
+	$(BIN)/vtr fit-ranking --data $(VAL) --checkpoint runs/$(1)/$(1).safetensors
+	$(BIN)/vtr eval --data $(TEST) --checkpoint runs/$(1)/$(1).safetensors --json --output runs/$(1)/$(1).eval.json >/dev/null
+endef
+
 model: venv sysdeps ## Reproduce the shipped demo model: data, train (one stage, both cores), fit the ranking, evaluate, copy to retrieval/weights/
-	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth.json --prepare-only
-	mkdir -p $(dir $(RUN_MAIN))
-	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth.json --resume > $(RUN_MAIN).train.log 2>&1 || { tail -c 600 $(RUN_MAIN).train.log; exit 1; }
-	$(MAKE) --no-print-directory splits
-	$(BIN)/vtr fit-ranking --data $(VAL) --checkpoint $(RUN_MAIN).safetensors
-	$(BIN)/vtr eval --data $(TEST) --checkpoint $(RUN_MAIN).safetensors --json --output $(RUN_MAIN).eval.json >/dev/null
+	$(call train_fit_eval,viclip-tiny-synth)
 	cp $(RUN_MAIN).safetensors retrieval/weights/viclip-tiny-synth.safetensors
 	cp $(RUN_MAIN).eval.json retrieval/weights/viclip-tiny-synth.eval.json
 	@echo "shipped: retrieval/weights/ (set \"default_pretrained\" in retrieval/model_configs/viclip-tiny-synth.json if new)"
 
 baseline: venv sysdeps ## Reproduce the frame-average baseline's report: the same recipe with frame embeddings averaged
-	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth-framemean.json --prepare-only
-	mkdir -p $(dir $(RUN_BASE))
-	$(BIN)/vtr train --config $(CONFIGS)/viclip-tiny-synth-framemean.json --resume > $(RUN_BASE).train.log 2>&1 || { tail -c 600 $(RUN_BASE).train.log; exit 1; }
-	$(MAKE) --no-print-directory splits
-	$(BIN)/vtr fit-ranking --data $(VAL) --checkpoint $(RUN_BASE).safetensors
-	$(BIN)/vtr eval --data $(TEST) --checkpoint $(RUN_BASE).safetensors --json --output $(RUN_BASE).eval.json >/dev/null
+	$(call train_fit_eval,viclip-tiny-synth-framemean)
 	cp $(RUN_BASE).eval.json retrieval/weights/viclip-tiny-synth-framemean.eval.json
 
 splits: venv ## Generate the validation (seed 5) and test (seed 11) splits when missing
-	[ -f $(VAL)/captions.jsonl ] || $(BIN)/vtr synth $(VAL) --count 1000 --seed 5 --split val
-	[ -f $(TEST)/captions.jsonl ] || $(BIN)/vtr synth $(TEST) --count 1000 --seed 11 --split test
+	$(make_splits)
 
 lint: venv ## Lint with ruff
 	$(BIN)/ruff check .
