@@ -69,6 +69,19 @@ def test_same_seed_same_weights_and_resume_continues_exactly(train_dir, tmp_path
     assert [r["loss"] for r in _log(a)] == [r["loss"] for r in _log(b)]
 
 
+def test_two_thread_runs_give_identical_weights_and_leave_torch_as_it_was(train_dir, tmp_path):
+    """The shipped recipe trains on two threads, where some CPU kernels sum in thread-finish order:
+    without deterministic kernels two runs of one config differ after a few steps."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for out in (a, b):
+        train(_cfg(train_dir, out, num_threads=2, shuffled_negatives=4, rephrase=True), progress=False)
+    wa, wb = _weights(a), _weights(b)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, det)
+
+
 def test_fp16_weights_and_frame_average_model_train(train_dir, tmp_path, monkeypatch):
     from retrieval import create_model
     from retrieval.factory import CONFIG_DIR

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from retrieval.errors import ConfigError
 from retrieval.training.config import build, read_json_object, reject_unknown_keys, require_positive_ints
+from retrieval.training.reproducible import reproducible_torch
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +129,17 @@ class _Pairs:
 
 def train_head(cfg: HeadTrainCfg, progress: bool = True) -> Path:
     """Train the matching head of ``cfg.checkpoint`` with frozen towers; write ``cfg.output``."""
+    with reproducible_torch(cfg.num_threads):
+        return _train_head(cfg, progress)
+
+
+def _train_head(cfg: HeadTrainCfg, progress: bool) -> Path:
     from retrieval.checkpoints import read_project_checkpoint, save_checkpoint
     from retrieval.factory import create_model_and_transforms
     from retrieval.frames import middle_indices, random_indices
     from retrieval.synth import read_captions
     from retrieval.training.data import frame_cache, rephrase, time_asymmetric
 
-    torch.set_num_threads(cfg.num_threads)
     t_start = time.perf_counter()
     model, _, tokenizer = create_model_and_transforms(None, pretrained=cfg.checkpoint)
     if model.match_head is None:

@@ -19,6 +19,7 @@ import torch
 
 from retrieval.errors import CheckpointError
 from retrieval.training.config import TrainCfg
+from retrieval.training.reproducible import reproducible_torch
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,15 @@ def train(cfg: TrainCfg, resume: bool = False, progress: bool = True, stop_at: i
     ``stop_at`` ends this session early at that step, saving only the resume state (for running a
     long job in slices); the result is then None and ``--resume`` continues the same run.
     """
+    with reproducible_torch(cfg.num_threads):
+        return _train(cfg, resume, progress, stop_at)
+
+
+def _train(cfg: TrainCfg, resume: bool, progress: bool, stop_at: int | None) -> Path | None:
     from retrieval.checkpoints import save_checkpoint
     from retrieval.factory import create_model_and_transforms
     from retrieval.training.data import ClipBatches
 
-    torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)
     records, frames = prepare(cfg, progress)
     torch.manual_seed(cfg.seed)
