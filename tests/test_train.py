@@ -56,12 +56,13 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(train_dir, t
     assert json.loads(meta["train_config"])["steps"] == 24 and float(meta["train_wall_s"]) > 0
 
 
-def test_same_seed_same_weights_and_resume_continues_exactly(train_dir, tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_same_seed_same_weights_and_resume_continues_exactly(train_dir, tmp_path, threads):
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    train(_cfg(train_dir, a), progress=False)
-    assert train(_cfg(train_dir, b), progress=False, stop_at=3) is None  # interrupted half way
+    train(_cfg(train_dir, a, num_threads=threads), progress=False)
+    assert train(_cfg(train_dir, b, num_threads=threads), progress=False, stop_at=3) is None  # interrupted half way
     assert not b.exists() and b.with_name("b.state.pt").is_file()
-    train(_cfg(train_dir, b), resume=True, progress=False)
+    train(_cfg(train_dir, b, num_threads=threads), resume=True, progress=False)
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys()
     for k in wa:
