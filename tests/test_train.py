@@ -58,6 +58,9 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(train_dir, t
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_same_seed_same_weights_and_resume_continues_exactly(train_dir, tmp_path, threads):
+    """Two threads too (the shipped recipe's): some CPU kernels sum in thread-finish order, so without
+    deterministic kernels two runs of one config differ after a few steps."""
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     train(_cfg(train_dir, a, num_threads=threads), progress=False)
     assert train(_cfg(train_dir, b, num_threads=threads), progress=False, stop_at=3) is None  # interrupted half way
@@ -68,19 +71,7 @@ def test_same_seed_same_weights_and_resume_continues_exactly(train_dir, tmp_path
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
     assert [r["loss"] for r in _log(a)] == [r["loss"] for r in _log(b)]
-
-
-def test_two_thread_runs_give_identical_weights_and_leave_torch_as_it_was(train_dir, tmp_path):
-    """The shipped recipe trains on two threads, where some CPU kernels sum in thread-finish order:
-    without deterministic kernels two runs of one config differ after a few steps."""
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    for out in (a, b):
-        train(_cfg(train_dir, out, num_threads=2, shuffled_negatives=4, rephrase=True), progress=False)
-    wa, wb = _weights(a), _weights(b)
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
-    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, det)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
 
 
 def test_fp16_weights_and_frame_average_model_train(train_dir, tmp_path, monkeypatch):
